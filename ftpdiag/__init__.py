@@ -1,0 +1,3 @@
+"""ftpdiag: a live FTP session diagnostic proxy."""
+
+__version__ = "0.1.0"
