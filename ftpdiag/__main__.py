@@ -1,0 +1,7 @@
+"""``python -m ftpdiag``."""
+
+import sys
+
+from ftpdiag.cli import main
+
+sys.exit(main())

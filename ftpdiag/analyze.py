@@ -1,0 +1,63 @@
+"""``ftpdiag analyze``: the diagnosis engine run offline over a saved JSON-lines log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftpdiag.rules.engine import Diagnoser
+
+
+def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dict[str, Any]]:
+    """Re-run the engine over logged facts; returns the diagnoses and summaries it produces,
+    each tagged with its session. Diagnoses already in the log are ignored and recomputed."""
+    engines: dict[str, Diagnoser] = {}
+    out: list[dict[str, Any]] = []
+    for record in records:
+        event = record.get("event")
+        if not isinstance(event, str) or event in ("diagnosis", "session.summary"):
+            continue
+        sid = str(record.get("session", "-"))
+        fields = {k: v for k, v in record.items() if k not in ("event", "timestamp", "level", "session")}
+        engine = engines.setdefault(sid, Diagnoser(lang))
+        for name, produced in engine.process(event, fields)[1:]:
+            out.append({"event": name, "session": sid, **produced})
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ftpdiag.console import ConsoleRenderer
+
+    try:
+        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+        return 2
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"ftpdiag: warning: {args.log}:{number} is not JSON; skipped", file=sys.stderr)
+    results = analyze_records(records, args.lang or "en")
+    if args.format == "json":
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False))
+    else:
+        render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
+        for result in results:
+            print(render(result))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
+    p.add_argument("log", help="a file written with --log-file")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--lang", choices=("en", "vi"))
+    p.set_defaults(func=run)

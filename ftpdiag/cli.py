@@ -1,0 +1,205 @@
+"""The ``ftpdiag`` command: the only place that builds endpoints and runs the reactor."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from ftpdiag import __version__
+from ftpdiag.core.session import SessionConfig
+
+DEFAULT_LISTEN = "127.0.0.1:2121"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr and exit status 2, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ftpdiag: error: {message}\n")
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or (with a default port) ``HOST``; ports 0..65535."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: missing ']' after an IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected ':PORT' after ']'")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write IPv6 addresses as [ADDR]:PORT")
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r}: missing host")
+    if not port_text:
+        if default_port is None:
+            raise argparse.ArgumentTypeError(f"{text!r}: missing :PORT")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _listen_arg(text: str) -> tuple[str, int]:
+    host, port = parse_hostport(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: listen on a numeric address") from None
+    return host, port
+
+
+def _upstream_arg(text: str) -> tuple[str, int]:
+    return parse_hostport(text, default_port=21)
+
+
+def _cidr_arg(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address or CIDR network") from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _add_proxy(sub: Any) -> None:
+    p = sub.add_parser("proxy", help="run the diagnostic proxy", description="Run the diagnostic proxy.")
+    p.add_argument("--listen", type=_listen_arg, default=_listen_arg(DEFAULT_LISTEN), metavar="HOST:PORT",
+                   help=f"where clients connect (default {DEFAULT_LISTEN}; IPv6 as [::1]:2121)")
+    p.add_argument("--upstream", type=_upstream_arg, metavar="HOST[:PORT]",
+                   help="the FTP server (default: a built-in pyftpdlib sandbox)")
+    p.add_argument("--log-file", type=Path, metavar="PATH", help="append JSON lines to PATH")
+    p.add_argument("--log-format", choices=("console", "json"),
+                   help="terminal format (default: console on a TTY, else json)")
+    p.add_argument("-v", "--verbose", action="store_true", help="explain every reply; show data-channel detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on the terminal")
+    p.add_argument("--upstream-mode", choices=("same", "passive", "active", "auto"), default="same",
+                   help="data mode toward the server (default: the client's)")
+    p.add_argument("--use-pasv-address", action="store_true",
+                   help="dial the address inside 227 replies instead of the control peer")
+    p.add_argument("--connect-timeout", type=_positive, default=10.0, metavar="S",
+                   help="upstream connect timeout (default 10)")
+    p.add_argument("--greeting-timeout", type=_positive, default=10.0, metavar="S",
+                   help="how long to wait for the server's greeting (default 10)")
+    p.add_argument("--data-timeout", type=_positive, default=30.0, metavar="S",
+                   help="how long a data connection may take to appear (default 30)")
+    p.add_argument("--idle-timeout", type=_positive, default=0.0, metavar="S",
+                   help="close sessions idle this long (default 0: never)")
+    p.add_argument("--max-line", type=int, default=8192, metavar="BYTES",
+                   help="longest control line accepted (default 8192)")
+    p.add_argument("--allow-client", type=_cidr_arg, action="append", default=[], metavar="CIDR",
+                   help="accept clients only from these networks (repeatable)")
+    p.add_argument("--max-sessions", type=int, default=0, metavar="N", help="refuse beyond N sessions")
+    p.add_argument("--max-sessions-per-client", type=int, default=0, metavar="N",
+                   help="refuse beyond N sessions from one client address")
+    p.add_argument("--lang", choices=("en", "vi"), help="language of explanations (default from the locale)")
+    p.set_defaults(func=run_proxy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ftpdiag", description="A live FTP session diagnostic proxy.")
+    parser.add_argument("--version", action="version", version=f"ftpdiag {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_proxy(sub)
+    from ftpdiag import analyze, demo, knowledge_cli
+
+    knowledge_cli.register(sub)
+    analyze.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
+    from ftpdiag.logconfig import configure
+
+    log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
+    fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
+    configure(sys.stderr, fmt, log_file, verbosity=-1 if args.quiet else (1 if args.verbose else 0))
+    return log_file
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from twisted.internet import error, reactor
+
+    from ftpdiag.logconfig import emit
+    from ftpdiag.proxy.access import AccessPolicy
+    from ftpdiag.proxy.control import ProxySettings
+    from ftpdiag.proxy.data import DataTimeouts
+    from ftpdiag.proxy.server import start_proxy
+    from ftpdiag.proxy.upstream import UpstreamConnector
+
+    try:
+        log_file = _configure_logging(args)
+    except OSError as exc:
+        print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
+        return 2
+    sandbox = tmp = None
+    upstream = args.upstream
+    if upstream is None:
+        from ftpdiag.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, start_sandbox
+
+        sandbox, tmp = start_sandbox()
+        upstream = sandbox.address
+    config = SessionConfig(
+        upstream_mode=args.upstream_mode,
+        use_pasv_address=args.use_pasv_address,
+        max_line=args.max_line,
+        greeting_timeout=args.greeting_timeout,
+        idle_timeout=args.idle_timeout,
+    )
+    settings = ProxySettings(
+        upstream=upstream,
+        session=config,
+        data=DataTimeouts(connect=args.data_timeout),
+        access=AccessPolicy(tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client),
+    )
+    connector = UpstreamConnector(reactor, timeout=args.connect_timeout)
+    try:
+        proxy = start_proxy(reactor, args.listen, settings, emit, connector)
+    except error.CannotListenError as exc:
+        print(f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.socketError}",
+              file=sys.stderr)
+        if sandbox is not None:
+            sandbox.stop()
+        return 2
+    listen = proxy.address
+    fields: dict[str, Any] = {"listen": listen, "upstream": f"{upstream[0]}:{upstream[1]}"}
+    if sandbox is not None:
+        fields.update(sandbox=True, user=SANDBOX_USER, sandbox_password=SANDBOX_PASSWORD, anonymous=True,
+                      try_cmd=f"curl ftp://{SANDBOX_USER}:{SANDBOX_PASSWORD}@{listen}/README.txt")
+    emit("proxy.listen", fields)
+    if not args.allow_client and not ipaddress.ip_address(args.listen[0]).is_loopback:
+        emit("proxy.exposed", {"listen": listen, "hint": "listening beyond loopback without --allow-client"})
+    reactor.run()  # type: ignore[attr-defined]
+    if sandbox is not None:
+        sandbox.stop()
+        assert tmp is not None
+        tmp.cleanup()
+    if log_file is not None:
+        log_file.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,154 @@
+"""The console rendering of ftpdiag's events: one line per command and reply, the diagnosis
+indented right under the reply that triggered it, and a summary block at the end.
+
+It is the last processor of the console sink; it only formats, so tests can render any
+recorded event and compare text.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+WIDTH = 100
+INDENT = " " * 15
+_RESET = "\x1b[0m"
+_STYLES = {
+    "dim": "\x1b[2m",
+    "bold": "\x1b[1m",
+    "red": "\x1b[31m",
+    "green": "\x1b[32m",
+    "yellow": "\x1b[33m",
+    "blue": "\x1b[34m",
+    "cyan": "\x1b[36m",
+}
+_MARK = {"info": ("✓", "green"), "warning": ("⚠", "yellow"), "error": ("✗", "red")}
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class ConsoleRenderer:
+    """Renders an event dict to coloured (or plain) text lines."""
+
+    def __init__(self, color: bool = True, verbose: bool = False) -> None:
+        self.color = color
+        self.verbose = verbose
+
+    def paint(self, text: str, style: str) -> str:
+        return f"{_STYLES[style]}{text}{_RESET}" if self.color else text
+
+    def __call__(self, ev: MutableMapping[str, Any]) -> str:
+        event = str(ev.get("event", ""))
+        method = getattr(self, "_" + event.replace(".", "_"), None)
+        body = method(ev) if method is not None else self._generic(ev)
+        if not body:
+            return ""
+        if body.startswith(INDENT):
+            return body  # diagnoses and summaries hang under the line that caused them
+        stamp = str(ev.get("timestamp", ""))[11:19]
+        head = f"{self.paint(stamp, 'dim')} {self.paint(str(ev.get('session', '----')), 'cyan')} "
+        return head + body
+
+    # ---- one method per event ------------------------------------------------------
+    def _session_open(self, ev: Mapping[str, Any]) -> str:
+        return f"⇄ session open   client {ev['client']} → upstream {ev['upstream']}"
+
+    def _command(self, ev: Mapping[str, Any]) -> str:
+        arg = f" {ev['arg']}" if ev.get("arg") else ""
+        return self.paint("→ ", "blue") + f"{ev['verb']}{arg}"
+
+    def _reply(self, ev: Mapping[str, Any]) -> str:
+        lines = str(ev.get("text", "")).split("\n")
+        first = f"← {ev['code']} {lines[0]}"
+        latency = f"{ev['latency_ms']:.1f} ms" if ev.get("latency_ms") is not None else ""
+        pad = max(1, WIDTH - 16 - len(first) - len(latency))
+        out = first + " " * pad + self.paint(latency, "dim")
+        for extra in lines[1:]:
+            out += "\n" + INDENT + f"  {extra}"
+        if self.verbose and ev.get("meaning"):
+            out += "\n" + INDENT + self.paint(f"· {ev['meaning']}", "dim")
+        return out
+
+    def _proxy_reply(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"⇠ {ev['code']} {ev['text']}", "yellow") + self.paint("  (from ftpdiag)", "dim")
+
+    def _diagnosis(self, ev: Mapping[str, Any]) -> str:
+        mark, color = _MARK.get(str(ev.get("severity")), ("·", "dim"))
+        title = str(ev.get("title", ""))
+        if ev.get("severity") == "info" and not self.verbose:
+            return INDENT + self.paint(f"{mark} {title}", color)
+        wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT + "  ", subsequent_indent=INDENT + "  ")
+        parts = [INDENT + self.paint(f"{mark} {title}", color)]
+        if ev.get("explanation"):
+            parts.append(wrap.fill(str(ev["explanation"])))
+        if ev.get("remedy") and ev.get("severity") != "info":
+            parts.append(wrap.fill("Fix: " + str(ev["remedy"])))
+        return "\n".join(parts)
+
+    def _control_closed(self, ev: Mapping[str, Any]) -> str:
+        how = "cleanly" if ev.get("clean") else f"abruptly ({ev.get('detail')})"
+        return self.paint(f"⇄ {ev['side']} closed the control connection {how}", "dim")
+
+    def _proxy_listen(self, ev: Mapping[str, Any]) -> str:
+        text = f"ftpdiag listening on {ev['listen']} → upstream {ev['upstream']}"
+        if ev.get("sandbox"):
+            text += (
+                f"\n{INDENT}built-in sandbox server: user {ev['user']}, password {ev['sandbox_password']},"
+                f" anonymous allowed\n{INDENT}try: {ev['try_cmd']}"
+            )
+        return self.paint(text, "bold")
+
+    def _transfer_start(self, ev: Mapping[str, Any]) -> str:
+        arrow = "⇣" if ev.get("direction") == "download" else "⇡"
+        mode = ev.get("mode") or {}
+        return f"{arrow} {ev['command']} {ev.get('path', '')}  " + self.paint(
+            f"(client {mode.get('client')}, server {mode.get('server')}, TYPE {ev.get('type')}"
+            + (f", REST {ev['rest']}" if ev.get("rest") else "")
+            + ")",
+            "dim",
+        )
+
+    def _transfer_progress(self, ev: Mapping[str, Any]) -> str:
+        rate = float(ev.get("rate_mbps") or 0) / 8
+        return self.paint(
+            f"⋯ {ev['command']} {ev.get('path', '')}  {_human_bytes(int(ev['bytes']))}  {rate:.1f} MB/s",
+            "dim",
+        )
+
+    def _transfer_end(self, ev: Mapping[str, Any]) -> str:
+        ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
+        rate = float(ev.get("rate_mbps") or 0) / 8
+        text = (
+            f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}  {_human_bytes(int(ev['bytes']))}"
+            f" in {ev['duration_ms']:.0f} ms  {rate:.1f} MB/s  outcome {ev['outcome']}"
+        )
+        return self.paint(text, "green" if ok else "red")
+
+    def _session_close(self, ev: Mapping[str, Any]) -> str:
+        seconds = float(ev.get("duration_ms") or 0) / 1000
+        return (
+            f"⇄ session closed  {seconds:.1f} s · {ev.get('commands')} commands · "
+            f"{ev.get('transfers')} transfers ({_human_bytes(int(ev.get('bytes') or 0))}) · {ev.get('reason')}"
+        )
+
+    def _session_summary(self, ev: Mapping[str, Any]) -> str:
+        cause = ev.get("root_cause")
+        if not cause:
+            return INDENT + self.paint("No problems found in this session.", "green")
+        wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
+        lines = [self.paint(f"Most likely cause: {cause['title']}", "bold")]
+        others = ev.get("diagnoses", [])[1:4]
+        lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
+        return "\n".join(wrap.fill(line) for line in lines)
+
+    def _generic(self, ev: Mapping[str, Any]) -> str:
+        skip = {"event", "timestamp", "level", "session"}
+        detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)
+        return self.paint(f"· {ev.get('event')} {detail}", "dim")

@@ -1,0 +1,208 @@
+"""What the glue feeds the session (inputs) and what the session asks of it (outputs).
+
+Inputs describe facts observed on sockets and timers; outputs are instructions (send these
+bytes, open that listener) or ``Fact`` records for the log. The glue never decides protocol
+matters; the session never touches a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Side = Literal["client", "server"]
+Address = tuple[str, int]
+
+
+# ---- inputs -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UpstreamConnected:
+    """The control connection to the server is up; ``local`` is the proxy's own end."""
+
+    local: Address
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailed:
+    """The control connection to the server could not be made."""
+
+    kind: Literal["refused", "timeout", "dns", "unreachable", "error"]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class FromClient:
+    """Bytes the client sent on the control connection."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FromServer:
+    """Bytes the server sent on the control connection."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ControlClosed:
+    """One side's control connection ended; ``clean`` is False for a reset."""
+
+    side: Side
+    clean: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DataListening:
+    """A data listener asked for with ``ListenData`` is bound."""
+
+    pipe: int
+    side: Side
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DataConnected:
+    """One end of a data pipe is connected (accepted or dialled)."""
+
+    pipe: int
+    side: Side
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DataRejected:
+    """A connection to a data listener came from a peer other than the expected one."""
+
+    pipe: int
+    side: Side
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class DataFailed:
+    """One end of a data pipe never connected: dial refused/timed out, or nobody came."""
+
+    pipe: int
+    side: Side
+    kind: Literal["refused", "timeout", "unreachable", "listen", "error"]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataProgress:
+    """Periodic byte counts of a live pipe (the glue counts; no per-chunk events)."""
+
+    pipe: int
+    to_client: int
+    to_server: int
+
+
+EndState = Literal["eof", "reset", "never", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class DataClosed:
+    """Both ends of a data pipe are down; how each end finished and what passed."""
+
+    pipe: int
+    to_client: int
+    to_server: int
+    client_end: EndState
+    server_end: EndState
+    first_closed: Side | None
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer set with ``StartTimer`` expired."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The proxy is stopping (SIGINT/SIGTERM)."""
+
+    reason: str = "proxy shutdown"
+
+
+Input = (
+    UpstreamConnected | UpstreamFailed | FromClient | FromServer | ControlClosed | DataListening
+    | DataConnected | DataRejected | DataFailed | DataProgress | DataClosed | TimerFired | Shutdown
+)
+
+
+# ---- outputs ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ToClient:
+    """Send these bytes to the client's control connection."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ToServer:
+    """Send these bytes to the server's control connection."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListenData:
+    """Open a one-shot data listener on the side's interface accepting only ``allow_host``."""
+
+    pipe: int
+    side: Side
+    host: str
+    allow_host: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialData:
+    """Connect the side's end of a data pipe to ``address``."""
+
+    pipe: int
+    side: Side
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FinishData:
+    """The transfer's final reply came: let the pipe drain (or abort it) and report closure."""
+
+    pipe: int
+    abort: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseControl:
+    """Close both control connections after flushing what was written; the session is over."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A record for the log and the diagnosis engine: an event name and JSON-safe fields."""
+
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Output = ToClient | ToServer | ListenData | DialData | FinishData | StartTimer | CancelTimer | CloseControl | Fact

@@ -1,0 +1,131 @@
+"""Commands and replies as values, and the assembly of multi-line replies.
+
+A multi-line reply ends only on a line that starts with the *first* line's code followed by a
+space (RFC 959 §4.2: "the last line will begin with the same code, followed immediately by
+Space"). Inner lines that look like other codes do not end it; they are kept as evidence
+because clients that end on any ``ddd `` line (Twisted's, some embedded ones) would split
+the reply there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftpdiag.core.framing import line_text
+
+SECRET_VERBS = frozenset({"PASS", "ACCT"})
+REDACTED = "****"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One client command; ``arg`` of PASS/ACCT never appears in ``repr`` or logs."""
+
+    verb: str
+    arg: str = field(repr=False)
+    raw: bytes = field(repr=False)
+
+    @property
+    def loggable_arg(self) -> str:
+        return REDACTED if self.verb in SECRET_VERBS and self.arg else self.arg
+
+    def __repr__(self) -> str:
+        return f"Command({self.verb!r}, {self.loggable_arg!r})"
+
+
+def parse_command(raw: bytes) -> Command:
+    """Split a command line into an upper-case verb and its argument (RFC 959 §5.3)."""
+    text = line_text(raw)
+    verb, _, arg = text.lstrip().partition(" ")
+    return Command(verb.upper(), arg, raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete server reply: its code, its lines' text and the exact bytes received."""
+
+    code: int
+    lines: tuple[str, ...]
+    raw: bytes
+    mismatched_codes: tuple[int, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The message without the code prefixes, lines joined by newlines."""
+        if len(self.lines) == 1:
+            return self.lines[0][4:]
+        inner = [self.lines[0][4:], *self.lines[1:-1], self.lines[-1][4:]]
+        return "\n".join(inner)
+
+    @property
+    def preliminary(self) -> bool:
+        return 100 <= self.code < 200
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedReply:
+    """A line from the server that is not a reply (no three-digit code)."""
+
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return line_text(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedReply:
+    """A multi-line reply that grew past the limit without its closing line."""
+
+    code: int
+    raw: bytes
+    limit: int
+
+
+def _code_of(text: str) -> int | None:
+    if len(text) >= 3 and text[:3].isdigit() and (len(text) == 3 or text[3] in " -"):
+        return int(text[:3])
+    return None
+
+
+class ReplyAssembler:
+    """Collects server lines into replies; bounded by ``max_bytes`` per reply."""
+
+    def __init__(self, max_bytes: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._code: int | None = None
+        self._lines: list[str] = []
+        self._raw = bytearray()
+        self._mismatched: list[int] = []
+
+    @property
+    def in_progress(self) -> bool:
+        return self._code is not None
+
+    def feed(self, raw: bytes) -> Reply | MalformedReply | OversizedReply | None:
+        text = line_text(raw)
+        if self._code is None:
+            code = _code_of(text)
+            if code is None:
+                return MalformedReply(raw)
+            if len(text) > 3 and text[3] == "-":
+                self._code, self._lines, self._raw = code, [text], bytearray(raw)
+                return None
+            return Reply(code, (text,), raw)
+        self._lines.append(text)
+        self._raw += raw
+        if text.startswith(f"{self._code} ") or text == str(self._code):
+            reply = Reply(self._code, tuple(self._lines), bytes(self._raw), tuple(self._mismatched))
+            self._reset()
+            return reply
+        other = _code_of(text)
+        if other is not None and len(text) > 3 and text[3] == " ":
+            self._mismatched.append(other)
+        if len(self._raw) > self.max_bytes:
+            oversized = OversizedReply(self._code, bytes(self._raw), self.max_bytes)
+            self._reset()
+            return oversized
+        return None
+
+    def _reset(self) -> None:
+        self._code, self._lines, self._raw, self._mismatched = None, [], bytearray(), []

@@ -1,0 +1,97 @@
+"""Bookkeeping of data transfers: what was asked, what passed, how it ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Direction = Literal["download", "upload"]
+Mode = Literal["passive", "active"]
+
+TRANSFER_VERBS: dict[str, Direction] = {
+    "RETR": "download",
+    "LIST": "download",
+    "NLST": "download",
+    "MLSD": "download",
+    "STOR": "upload",
+    "STOU": "upload",
+    "APPE": "upload",
+}
+
+
+@dataclass(slots=True)
+class DataSetup:
+    """A data connection being arranged by PASV/EPSV/PORT/EPRT, before its transfer command."""
+
+    pipe: int
+    client_verb: str
+    client_mode: Mode
+    server_mode: Mode
+    client_target: tuple[str, int] | None = None
+    client_listen: tuple[str, int] | None = None
+    server_listen: tuple[str, int] | None = None
+    server_target: tuple[str, int] | None = None
+    ready: bool = False
+
+
+@dataclass(slots=True)
+class Transfer:
+    """One transfer on one data pipe, from its command to its final reply and closure."""
+
+    pipe: int
+    verb: str
+    path: str
+    client_mode: Mode
+    server_mode: Mode
+    type: str
+    rest: int
+    started: float
+    to_client: int = 0
+    to_server: int = 0
+    final_code: int | None = None
+    closed: bool = False
+    client_end: str = "never"
+    server_end: str = "never"
+    first_closed: str | None = None
+    duration: float = 0.0
+    aborted_by: str | None = None
+    connected: int = 0
+    ended: bool = False
+
+    @property
+    def direction(self) -> Direction:
+        return TRANSFER_VERBS[self.verb]
+
+    @property
+    def bytes(self) -> int:
+        return self.to_client if self.direction == "download" else self.to_server
+
+    @property
+    def open(self) -> bool:
+        return self.connected > 0 and not self.closed
+
+    def start_fields(self) -> dict[str, Any]:
+        return {
+            "pipe": self.pipe,
+            "command": self.verb,
+            "path": self.path,
+            "direction": self.direction,
+            "mode": {"client": self.client_mode, "server": self.server_mode},
+            "type": self.type,
+            "rest": self.rest,
+        }
+
+    def end_fields(self, outcome: int | str) -> dict[str, Any]:
+        seconds = self.duration
+        rate = (self.bytes * 8 / seconds / 1e6) if seconds > 0 else 0.0
+        return {
+            **self.start_fields(),
+            "bytes": self.bytes,
+            "duration_ms": round(seconds * 1000, 1),
+            "rate_mbps": round(rate, 2),
+            "outcome": outcome,
+            "client_end": self.client_end,
+            "server_end": self.server_end,
+            "first_closed": self.first_closed,
+            "aborted_by": self.aborted_by,
+        }

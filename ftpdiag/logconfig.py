@@ -1,0 +1,111 @@
+"""The one structlog configuration of ftpdiag: shared processors, redaction, and sinks.
+
+Only the application (the CLI, the pytest plugin) calls ``configure``; library modules just
+emit through ``emit``. Each event is rendered once per sink: the coloured console for a person
+and JSON lines for a file to attach to a bug report. The file is line-buffered and every
+record is written with a single ``write`` of one complete line, so a crash loses nothing that
+was logged and concurrent sessions never interleave within a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import structlog
+
+from ftpdiag.console import ConsoleRenderer
+
+EventDict = MutableMapping[str, Any]
+DEBUG_EVENTS = frozenset({"data.listen", "data.connect", "data.close", "upstream.connect"})
+SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
+_SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
+
+
+def level_of(event: str, fields: dict[str, Any]) -> str:
+    """The log level of a record: diagnoses by severity, data-channel detail at debug."""
+    if event == "diagnosis":
+        return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
+    if event in DEBUG_EVENTS:
+        return "debug"
+    return "info"
+
+
+def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """Last line of defence: the core already logs PASS/ACCT as ``****``."""
+    for key in _SECRET_KEYS.intersection(event_dict):
+        event_dict[key] = "****"
+    return event_dict
+
+
+@dataclass
+class Sink:
+    """One output: a stream, a renderer, and the lowest level it shows."""
+
+    stream: TextIO
+    render: Callable[[EventDict], str]
+    min_level: int
+
+    def write(self, level: int, event_dict: EventDict) -> None:
+        if level >= self.min_level:
+            text = self.render(event_dict)
+            if text:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+
+def render_json(event_dict: EventDict) -> str:
+    return json.dumps(event_dict, ensure_ascii=False, default=str)
+
+
+class _Fanout:
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def __call__(self, _: Any, method: str, event_dict: EventDict) -> EventDict:
+        level = logging.getLevelNamesMapping()[event_dict.get("level", method).upper()]
+        for sink in self.sinks:
+            sink.write(level, event_dict)
+        raise structlog.DropEvent
+
+
+def configure(
+    console: TextIO | None = sys.stderr,
+    console_format: str = "console",
+    log_file: TextIO | None = None,
+    verbosity: int = 0,
+    color: bool | None = None,
+) -> None:
+    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose."""
+    sinks: list[Sink] = []
+    if console is not None:
+        console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+        if console_format == "json":
+            sinks.append(Sink(console, render_json, console_level))
+        else:
+            use_color = console.isatty() if color is None else color
+            sinks.append(Sink(console, ConsoleRenderer(color=use_color, verbose=verbosity > 0), console_level))
+    if log_file is not None:
+        sinks.append(Sink(log_file, render_json, logging.DEBUG))
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            _Fanout(sinks),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            min((s.min_level for s in sinks), default=logging.CRITICAL)
+        ),
+        cache_logger_on_first_use=False,
+    )
+
+
+def emit(event: str, fields: dict[str, Any]) -> None:
+    """Log one fact: the single door through which the proxy's records reach structlog."""
+    logger = structlog.get_logger("ftpdiag")
+    getattr(logger, level_of(event, fields))(event, **fields)

@@ -1,0 +1,1 @@
+"""Twisted glue: sockets and timers in, core events out; core outputs carried out here."""

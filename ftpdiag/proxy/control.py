@@ -1,0 +1,295 @@
+"""Control-channel glue: accepts clients, dials the upstream, runs one ``Session`` per client.
+
+Every socket callback becomes a core event; every output of the core is carried out here, in
+order. Outputs are executed from a queue so that an event the execution itself provokes (a
+listener reporting its port) is handled after the current batch, never in the middle of it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import error
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from ftpdiag.core.events import (
+    Address,
+    CancelTimer,
+    CloseControl,
+    ControlClosed,
+    DataClosed,
+    DialData,
+    Fact,
+    FinishData,
+    FromClient,
+    FromServer,
+    Input,
+    ListenData,
+    Output,
+    Shutdown,
+    StartTimer,
+    TimerFired,
+    ToClient,
+    ToServer,
+    UpstreamConnected,
+    UpstreamFailed,
+)
+from ftpdiag.core.session import Session, SessionConfig
+from ftpdiag.proxy.access import AccessPolicy
+from ftpdiag.proxy.data import DataPipe, DataTimeouts
+from ftpdiag.proxy.upstream import UpstreamConnector
+from ftpdiag.rules.engine import Diagnoser
+
+Sink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class ProxySettings:
+    """Everything a proxy listener needs besides the reactor."""
+
+    upstream: Address
+    session: SessionConfig = field(default_factory=SessionConfig)
+    data: DataTimeouts = field(default_factory=DataTimeouts)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+
+
+def _set_oobinline(transport: Any) -> None:
+    """Receive TCP urgent data inline: ftplib sends ``ABOR`` with MSG_OOB, and without this
+    option the kernel would pull its last byte out of the stream."""
+    handle = getattr(transport, "getHandle", None)
+    if handle is None:
+        return
+    try:
+        handle().setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+def _where(exc: BaseException) -> str:
+    """File and line of an internal error, without its message (which might quote input)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}" if tb else "?"
+
+
+class ServerControl(Protocol):
+    """The proxy's control connection to the upstream server."""
+
+    def __init__(self, owner: ClientControl) -> None:
+        self.owner = owner
+
+    def connectionMade(self) -> None:
+        _set_oobinline(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.owner.feed(FromServer(data))
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.owner.server = None
+        clean = bool(reason.check(error.ConnectionDone))
+        self.owner.feed(ControlClosed("server", clean, reason.getErrorMessage()))
+
+
+class ClientControl(Protocol):
+    """One client's control connection, and the owner of its session."""
+
+    factory: ProxyFactory
+
+    def __init__(self, factory: ProxyFactory, sid: str) -> None:
+        self.factory = factory
+        self.sid = sid
+        self.reactor = factory.reactor
+        self.server: ServerControl | None = None
+        self.session: Session | None = None
+        self.diagnoser = Diagnoser()
+        self.pipes: dict[int, DataPipe] = {}
+        self.timers: dict[str, IDelayedCall] = {}
+        self._inbox: deque[Input] = deque()
+        self._busy = False
+
+    # ---- Twisted callbacks -------------------------------------------------------------
+    def connectionMade(self) -> None:
+        _set_oobinline(self.transport)
+        peer, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[union-attr]
+        settings = self.factory.settings
+        self.session = Session(
+            settings.session,
+            client=(peer.host, peer.port),  # type: ignore[attr-defined]
+            client_local=(host.host, host.port),  # type: ignore[attr-defined]
+            upstream=settings.upstream,
+            clock=self.reactor.seconds,
+        )
+        self._execute(self.session.start())
+        connecting = self.factory.connector.connect(settings.upstream, lambda: ServerControl(self))
+        connecting.addCallbacks(self._upstream_up, self._upstream_failed)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.feed(FromClient(data))
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        clean = bool(reason.check(error.ConnectionDone))
+        self.feed(ControlClosed("client", clean, reason.getErrorMessage()))
+        self._teardown()
+
+    # ---- upstream --------------------------------------------------------------------------
+    def _upstream_up(self, server: ServerControl) -> None:
+        if self.session is None or self.session.closed:
+            server.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.server = server
+        local, peer = server.transport.getHost(), server.transport.getPeer()  # type: ignore[union-attr]
+        self.feed(UpstreamConnected((local.host, local.port), (peer.host, peer.port)))  # type: ignore[attr-defined]
+
+    def _upstream_failed(self, failure: Failure) -> None:
+        kind, detail = UpstreamConnector.classify(failure)
+        self.feed(UpstreamFailed(kind, detail))
+
+    # ---- the event loop of one session ----------------------------------------------------
+    def feed(self, event: Input) -> None:
+        self._inbox.append(event)
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._inbox:
+                assert self.session is not None
+                self._execute(self.session.handle(self._inbox.popleft()))
+        except Exception as exc:  # a bug must cost one session, never the proxy
+            self._inbox.clear()
+            self.factory.sink(
+                "proxy.internal_error",
+                {"session": self.sid, "error": type(exc).__name__, "where": _where(exc)},
+            )
+            self.transport.write(b"421 ftpdiag: internal error; closing this session.\r\n")  # type: ignore[union-attr]
+            self._teardown()
+        finally:
+            self._busy = False
+
+    def _execute(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, ToClient):
+                self.transport.write(out.data)  # type: ignore[union-attr]
+            elif isinstance(out, ToServer):
+                if self.server is not None:
+                    self.server.transport.write(out.data)  # type: ignore[union-attr]
+            elif isinstance(out, Fact):
+                for event, fields in self.diagnoser.process(out.event, dict(out.fields)):
+                    self.factory.sink(event, {"session": self.sid, **fields})
+            elif isinstance(out, ListenData):
+                self._pipe(out.pipe).listen(out.side, out.host, out.allow_host)
+            elif isinstance(out, DialData):
+                self._pipe(out.pipe).dial(out.side, out.address)
+            elif isinstance(out, FinishData):
+                pipe = self.pipes.get(out.pipe)
+                if pipe is not None:
+                    pipe.finish(out.abort)
+            elif isinstance(out, StartTimer):
+                self._cancel_timer(out.name)
+                self.timers[out.name] = self.reactor.callLater(out.seconds, self._fire, out.name)
+            elif isinstance(out, CancelTimer):
+                self._cancel_timer(out.name)
+            elif isinstance(out, CloseControl):
+                self._teardown()
+
+    def _pipe(self, pipe_id: int) -> DataPipe:
+        pipe = self.pipes.get(pipe_id)
+        if pipe is None:
+            pipe = DataPipe(pipe_id, self.reactor, self._pipe_report(pipe_id), self.factory.settings.data)
+            self.pipes[pipe_id] = pipe
+        return pipe
+
+    def _pipe_report(self, pipe_id: int) -> Callable[[Input], None]:
+        def report(event: Input) -> None:
+            if isinstance(event, DataClosed):
+                self.pipes.pop(pipe_id, None)
+            self.feed(event)
+
+        return report
+
+    def _fire(self, name: str) -> None:
+        self.timers.pop(name, None)
+        self.feed(TimerFired(name))
+
+    def _cancel_timer(self, name: str) -> None:
+        call = self.timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _teardown(self) -> None:
+        for name in list(self.timers):
+            self._cancel_timer(name)
+        for pipe in list(self.pipes.values()):
+            pipe.close()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.server is not None:
+            self.server.transport.loseConnection()  # type: ignore[union-attr]
+        self.factory.forget(self)
+
+    def shutdown(self, reason: str) -> None:
+        self.feed(Shutdown(reason))
+
+
+class ProxyFactory(Factory):
+    """Builds one ``ClientControl`` per accepted client, within the access policy."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ProxySettings,
+        sink: Sink,
+        connector: UpstreamConnector | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.sink = sink
+        self.connector = connector or UpstreamConnector(reactor)
+        self.sessions: dict[str, ClientControl] = {}
+        self.per_client: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        refusal = self.settings.access.refusal(addr.host, len(self.sessions), self.per_client.get(addr.host, 0))
+        if refusal is not None:
+            self.sink("access.refused", {"client": f"{addr.host}:{addr.port}", "reason": refusal})
+            return _Refuse(refusal)
+        sid = secrets.token_hex(2)
+        while sid in self.sessions:
+            sid = secrets.token_hex(2)
+        proto = ClientControl(self, sid)
+        self.sessions[sid] = proto
+        self.per_client[addr.host] = self.per_client.get(addr.host, 0) + 1
+        proto.client_host = addr.host  # type: ignore[attr-defined]
+        return proto
+
+    def forget(self, proto: ClientControl) -> None:
+        if self.sessions.pop(proto.sid, None) is not None:
+            host = proto.client_host  # type: ignore[attr-defined]
+            left = self.per_client.get(host, 1) - 1
+            if left > 0:
+                self.per_client[host] = left
+            else:
+                self.per_client.pop(host, None)
+
+    def shutdown(self, reason: str = "proxy shutdown") -> None:
+        for proto in list(self.sessions.values()):
+            proto.shutdown(reason)
+
+
+class _Refuse(Protocol):
+    """Answers a refused client with 421 and closes (RFC 959: 421 may answer the connection)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"421 ftpdiag: {self.reason}.\r\n".encode())  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+

@@ -1,0 +1,274 @@
+"""Data pipes: a client end and a server end relayed byte-for-byte with back-pressure.
+
+Each end is accepted on a one-shot listener or dialled. The end that connects first is paused
+(it reads nothing, so not even its EOF is seen) until its partner is up; then the two transports
+are registered as each other's streaming producers, so a slow reader slows the writer and the
+proxy holds at most about one read buffer per direction. Closure is mirrored: an EOF becomes a
+flushed close on the other end, a reset becomes an abort. The only per-chunk work is a length
+addition and a write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import error
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from ftpdiag.core.addresses import same_host
+from ftpdiag.core.events import (
+    Address,
+    DataClosed,
+    DataConnected,
+    DataFailed,
+    DataListening,
+    DataProgress,
+    DataRejected,
+    EndState,
+    Input,
+    Side,
+)
+
+READ_SIZE = 1 << 20
+OTHER: dict[Side, Side] = {"client": "server", "server": "client"}
+
+
+@dataclass(frozen=True, slots=True)
+class DataTimeouts:
+    """How long a data end may take to appear, and how long a finished pipe may drain."""
+
+    connect: float = 30.0
+    drain: float = 30.0
+    progress: float = 5.0
+
+
+class DataEnd(Protocol):
+    """One socket of a pipe; it only forwards what it reads to the pipe."""
+
+    def __init__(self, pipe: DataPipe, side: Side) -> None:
+        self.pipe = pipe
+        self.side = side
+        self.received = 0
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.transport.bufferSize = READ_SIZE  # type: ignore[attr-defined]
+        self.pipe.end_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        other = self.pipe.ends[OTHER[self.side]]
+        if other is not None:
+            other.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.lost = True
+        self.pipe.end_lost(self, reason)
+
+
+class _ListenFactory(Factory):
+    def __init__(self, pipe: DataPipe, side: Side, allow_host: str) -> None:
+        self.pipe, self.side, self.allow_host = pipe, side, allow_host
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if not same_host(addr.host, self.allow_host) or self.pipe.ends[self.side] is not None:
+            self.pipe.report(DataRejected(self.pipe.id, self.side, (addr.host, addr.port)))
+            return None
+        self.pipe.stop_listening(self.side)
+        return DataEnd(self.pipe, self.side)
+
+
+class _DialFactory(ClientFactory):
+    def __init__(self, pipe: DataPipe, side: Side) -> None:
+        self.pipe, self.side = pipe, side
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        self.pipe.dialling.discard(self.side)
+        return DataEnd(self.pipe, self.side)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.pipe.dialling.discard(self.side)
+        kind = "refused" if reason.check(error.ConnectionRefusedError) else (
+            "timeout" if reason.check(error.TimeoutError) else "unreachable"
+        )
+        self.pipe.failed(self.side, kind, reason.getErrorMessage())
+
+
+def _end_state(reason: Failure) -> EndState:
+    if reason.check(error.ConnectionAborted):
+        return "closed"
+    if reason.check(error.ConnectionDone):
+        return "eof"
+    return "reset"
+
+
+class DataPipe:
+    """The glue for one data connection; reports facts to the session through ``report``."""
+
+    def __init__(
+        self,
+        pipe_id: int,
+        reactor: Any,
+        report: Callable[[Input], None],
+        timeouts: DataTimeouts,
+    ) -> None:
+        self.id = pipe_id
+        self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
+        self.report = report
+        self.timeouts = timeouts
+        self.ends: dict[Side, DataEnd | None] = {"client": None, "server": None}
+        self.states: dict[Side, EndState] = {"client": "never", "server": "never"}
+        self.listeners: dict[Side, IListeningPort] = {}
+        self.dialling: set[Side] = set()
+        self.timers: dict[str, IDelayedCall] = {}
+        self.first_closed: Side | None = None
+        self.started: float | None = None
+        self.progress: LoopingCall | None = None
+        self.finishing = False
+        self.done = False
+
+    # ---- set-up ------------------------------------------------------------------------
+    def listen(self, side: Side, host: str, allow_host: str) -> None:
+        try:
+            port = self.reactor.listenTCP(0, _ListenFactory(self, side, allow_host), interface=host)
+        except error.CannotListenError as exc:
+            self.report(DataFailed(self.id, side, "listen", str(exc.socketError)))
+            self.close()
+            return
+        self.listeners[side] = port
+        self._start_timer(f"connect-{side}", lambda: self._nobody_came(side))
+        bound = port.getHost()
+        self.report(DataListening(self.id, side, (bound.host, bound.port)))  # type: ignore[attr-defined]
+
+    def dial(self, side: Side, address: Address) -> None:
+        self.dialling.add(side)
+        self.reactor.connectTCP(
+            address[0], address[1], _DialFactory(self, side), timeout=self.timeouts.connect
+        )
+
+    def stop_listening(self, side: Side) -> None:
+        port = self.listeners.pop(side, None)
+        if port is not None:
+            port.stopListening()
+        self._cancel_timer(f"connect-{side}")
+
+    # ---- life of the ends ----------------------------------------------------------------
+    def end_connected(self, end: DataEnd) -> None:
+        self.ends[end.side] = end
+        peer = end.transport.getPeer()  # type: ignore[union-attr]
+        self.report(DataConnected(self.id, end.side, (peer.host, peer.port)))  # type: ignore[attr-defined]
+        other = self.ends[OTHER[end.side]]
+        if other is None:
+            partner = OTHER[end.side]
+            if self.finishing and partner not in self.listeners and partner not in self.dialling:
+                end.transport.loseConnection()  # type: ignore[union-attr]  # nobody will come
+            else:
+                end.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        self.started = self.reactor.seconds()
+        end.transport.registerProducer(other.transport, True)  # type: ignore[union-attr]
+        other.transport.registerProducer(end.transport, True)  # type: ignore[union-attr]
+        other.transport.resumeProducing()  # type: ignore[union-attr]
+        if self.timeouts.progress > 0:
+            self.progress = LoopingCall(self._report_progress)
+            self.progress.clock = self.reactor
+            self.progress.start(self.timeouts.progress, now=False)
+
+    def end_lost(self, end: DataEnd, reason: Failure) -> None:
+        state = _end_state(reason)
+        self.states[end.side] = state
+        if self.first_closed is None:
+            self.first_closed = end.side
+        other = self.ends[OTHER[end.side]]
+        if other is not None and not other.lost:
+            if state == "eof":
+                other.transport.loseConnection()  # type: ignore[union-attr]
+            else:
+                other.transport.abortConnection()  # type: ignore[union-attr]
+        self._maybe_done()
+
+    def failed(self, side: Side, kind: str, detail: str) -> None:
+        self.report(DataFailed(self.id, side, kind, detail))  # type: ignore[arg-type]
+        self.close()
+
+    def _nobody_came(self, side: Side) -> None:
+        self.timers.pop(f"connect-{side}", None)
+        self.report(
+            DataFailed(self.id, side, "timeout", f"no connection within {self.timeouts.connect:g} s")
+        )
+        self.close()
+
+    def _report_progress(self) -> None:
+        self.report(DataProgress(self.id, *self._counts()))
+
+    def _counts(self) -> tuple[int, int]:
+        server, client = self.ends["server"], self.ends["client"]
+        return (server.received if server else 0, client.received if client else 0)
+
+    # ---- ending ----------------------------------------------------------------------------
+    def finish(self, abort: bool) -> None:
+        """The transfer's final reply arrived: end the pipe now (abort) or let it drain."""
+        self.finishing = True
+        for side in list(self.listeners):
+            partner = self.ends[OTHER[side]]
+            if abort or partner is None or partner.lost:
+                self.stop_listening(side)
+        if abort:
+            # An end whose partner already closed is flushing what got through: let it.
+            for side, end in self.ends.items():
+                partner = self.ends[OTHER[side]]
+                if end is not None and not end.lost and (partner is None or not partner.lost):
+                    end.transport.abortConnection()  # type: ignore[union-attr]
+        self._start_timer("drain", self.close, self.timeouts.drain)
+        self._maybe_done()
+
+    def close(self) -> None:
+        """Tear everything down now (timeouts, session end)."""
+        self.finishing = True
+        for side in list(self.listeners):
+            self.stop_listening(side)
+        for end in self.ends.values():
+            if end is not None and not end.lost:
+                end.transport.abortConnection()  # type: ignore[union-attr]
+        self.dialling.clear()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.done or self.listeners or self.dialling:
+            return
+        if any(end is not None and not end.lost for end in self.ends.values()):
+            return
+        if not self.finishing and sum(end is not None for end in self.ends.values()) < 2:
+            return  # an end is still to be dialled once the transfer command comes
+        self.done = True
+        for name in list(self.timers):
+            self._cancel_timer(name)
+        if self.progress is not None and self.progress.running:
+            self.progress.stop()
+        to_client, to_server = self._counts()
+        duration = self.reactor.seconds() - self.started if self.started is not None else 0.0
+        self.report(
+            DataClosed(
+                self.id,
+                to_client,
+                to_server,
+                self.states["client"],
+                self.states["server"],
+                self.first_closed,
+                duration,
+            )
+        )
+
+    def _start_timer(self, name: str, fn: Callable[[], None], seconds: float | None = None) -> None:
+        self._cancel_timer(name)
+        self.timers[name] = self.reactor.callLater(seconds or self.timeouts.connect, fn)
+
+    def _cancel_timer(self, name: str) -> None:
+        call = self.timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()

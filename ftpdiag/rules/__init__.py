@@ -1,0 +1,1 @@
+"""Reply-code knowledge base: the catalog loader, validator and matcher."""

@@ -1,0 +1,103 @@
+"""The diagnosis engine: session facts in, facts (enriched) and diagnoses out.
+
+It consumes exactly the records the proxy logs (``command``, ``reply``, ``transfer.end``…), so
+the same engine runs live inside the proxy and offline on a saved JSON-lines log
+(``ftpdiag analyze``). Knowledge is data: the texts of the rules are in ``diagnoses.toml`` and
+the meaning of each code in the catalog; the checks in ``checks.py`` only decide *which* rule
+fires and with what evidence.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ftpdiag.rules.catalog import Explanation, load_catalog
+from ftpdiag.rules.checks import CHECKS, FALLBACK, Finding
+from ftpdiag.rules.view import SessionView
+
+@dataclass(frozen=True, slots=True)
+class RuleText:
+    """The prose of one rule; empty fields fall back to the catalog entry of the code."""
+
+    severity: str
+    title: str = ""
+    explanation: str = ""
+    remedy: str = ""
+
+
+@cache
+def rule_texts() -> Mapping[str, RuleText]:
+    """Rule id → texts, from ``diagnoses.toml`` (validated by the tests)."""
+    raw = tomllib.loads(resources.files("ftpdiag.rules").joinpath("diagnoses.toml").read_text("utf-8"))
+    return {rid: RuleText(**spec) for rid, spec in raw["rule"].items()}
+
+
+class _Defaults(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _fill(template: str, evidence: Mapping[str, Any]) -> str:
+    return template.format_map(_Defaults(evidence))
+
+
+@dataclass
+class Diagnoser:
+    """One per session. ``process`` returns the fact itself (replies gain ``meaning``), then
+    any diagnoses it triggers, then, after ``session.close``, the ``session.summary``."""
+
+    lang: str = "en"
+    view: SessionView = field(default_factory=SessionView)
+
+    def process(self, event: str, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        if event == "diagnosis" or event == "session.summary":
+            return []
+        out: list[tuple[str, dict[str, Any]]] = []
+        if event == "reply":
+            fields["meaning"] = self._explain(fields).title
+        out.append((event, fields))
+        findings = [f for check in CHECKS for f in check(event, fields, self.view)]
+        if not any(f.code is not None and f.code == fields.get("code") for f in findings):
+            findings.extend(FALLBACK(event, fields, self.view))
+        self.view.observe(event, fields)
+        for finding in findings:
+            diagnosis = self.render(finding, fields)
+            self.view.diagnoses.append(diagnosis)
+            out.append(("diagnosis", diagnosis))
+        if event == "session.close":
+            out.append(("session.summary", self.view.summary(fields)))
+        return out
+
+    def _explain(self, fields: Mapping[str, Any], code: int | None = None) -> Explanation:
+        catalog = load_catalog(self.lang)
+        return catalog.explain(
+            code if code is not None else int(fields["code"]),
+            after=fields.get("command"),
+            state=frozenset(fields.get("state") or ()),
+            text=str(fields.get("text") or ""),
+        )
+
+    def render(self, finding: Finding, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn a finding into the ``diagnosis`` record: rule text first, catalog text second."""
+        text = rule_texts()[finding.rule]
+        base = None
+        if finding.code is not None:
+            context = fields if fields.get("code") == finding.code else {"code": finding.code}
+            base = self._explain({**context, **finding.context}, finding.code)
+        evidence = dict(finding.evidence)
+        return {
+            "code": finding.code,
+            "rule": finding.rule,
+            "severity": text.severity,
+            "title": _fill(text.title, evidence) if text.title else (base.title if base else ""),
+            "explanation": _fill(text.explanation, evidence)
+            if text.explanation
+            else (base.description if base else ""),
+            "remedy": _fill(text.remedy, evidence) if text.remedy else (base.remedy if base else ""),
+            "evidence": evidence,
+        }

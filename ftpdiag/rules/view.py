@@ -1,0 +1,98 @@
+"""What the engine remembers of a session: built only from the facts it has seen."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
+SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass
+class SessionView:
+    """Accumulated facts of one session, for checks that need context across events."""
+
+    commands: int = 0
+    last_command: dict[str, Any] = field(default_factory=dict)
+    last_user: str | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    expected: dict[int, int] = field(default_factory=dict)
+    transfers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    progress: dict[int, int] = field(default_factory=dict)
+    stalled: set[int] = field(default_factory=set)
+    greeting_preliminary: bool = False
+    nat_pipes: set[int] = field(default_factory=set)
+    ended: list[dict[str, Any]] = field(default_factory=list)
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)
+    current_pipe: int | None = None
+
+    def size_of(self, pipe: int) -> int | None:
+        """The expected size of a download: from the 150 reply, else from an earlier SIZE."""
+        if pipe in self.expected:
+            return self.expected[pipe]
+        start = self.transfers.get(pipe)
+        return self.sizes.get(start["path"]) if start else None
+
+    def observe(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "command":
+            self.commands += 1
+            self.last_command = fields
+            if fields.get("verb") == "USER":
+                self.last_user = str(fields.get("arg") or "")
+        elif event == "reply":
+            self._observe_reply(fields)
+        elif event == "transfer.start":
+            self.transfers[fields["pipe"]] = fields
+            self.current_pipe = fields["pipe"]
+        elif event == "transfer.progress":
+            self.progress[fields["pipe"]] = fields["bytes"]
+        elif event == "transfer.end":
+            self.ended.append(fields)
+
+    def _observe_reply(self, fields: dict[str, Any]) -> None:
+        code, command, text = fields.get("code"), fields.get("command"), str(fields.get("text") or "")
+        if code == 120 and "greeting" in (fields.get("state") or ()):
+            self.greeting_preliminary = True
+        elif code == 213 and command == "SIZE" and text.strip().isdigit():
+            self.sizes[str(fields.get("arg") or "")] = int(text.strip())
+        elif code in (125, 150) and self.current_pipe is not None:
+            match = _BYTES_IN_150.search(text)
+            if match:
+                self.expected[self.current_pipe] = int(match.group(1))
+
+    def summary(self, close: dict[str, Any]) -> dict[str, Any]:
+        """The ``session.summary`` record: counts, transfers, and diagnoses ranked by severity,
+        specific rules before generic code explanations, earliest first."""
+        ranked = sorted(
+            enumerate(self.diagnoses),
+            key=lambda item: (
+                SEVERITY_RANK.get(item[1]["severity"], 3),
+                item[1]["rule"].startswith("reply."),
+                item[0],
+            ),
+        )
+        problems = [d for _, d in ranked if d["severity"] != "info"]
+        total = sum(t["bytes"] for t in self.ended)
+        seconds = sum(t["duration_ms"] for t in self.ended) / 1000
+        return {
+            "duration_ms": close.get("duration_ms"),
+            "reason": close.get("reason"),
+            "commands": close.get("commands"),
+            "replies_by_class": close.get("replies_by_class"),
+            "transfers": len(self.ended),
+            "transfer_bytes": total,
+            "transfer_rate_mbps": round(total * 8 / seconds / 1e6, 2) if seconds > 0 else 0.0,
+            "outcomes": [t["outcome"] for t in self.ended],
+            "diagnoses": [
+                {"severity": d["severity"], "rule": d["rule"], "code": d["code"], "title": d["title"]}
+                for d in problems
+            ],
+            "root_cause": (
+                {"rule": problems[0]["rule"], "title": problems[0]["title"],
+                 "explanation": problems[0]["explanation"]}
+                if problems
+                else None
+            ),
+        }

@@ -1,0 +1,1 @@
+"""pytest plugin for ftpdiag users (fixtures and assertion helpers)."""
