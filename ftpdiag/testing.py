@@ -1,1 +1,185 @@
-"""pytest plugin for ftpdiag users (fixtures and assertion helpers)."""
+"""The ftpdiag pytest plugin: run a real ftpdiag proxy in front of any FTP server in a test,
+and assert on what it diagnosed.
+
+Registered through the ``pytest11`` entry point, so ``pip install ftpdiag`` makes these
+fixtures available to any test suite:
+
+- ``ftpdiag_proxy``: a factory ``ftpdiag_proxy(upstream, **options) -> ProxyHandle``; every
+  proxy it starts is stopped at the end of the test.
+- ``ftpdiag_sandbox``: a factory that serves a directory with a pyftpdlib handler class (yours,
+  e.g. one that misbehaves) on 127.0.0.1 in its own thread.
+
+The Twisted reactor runs once per process in a daemon thread; blocking clients (ftplib, curl)
+run in the test's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftpdiag.core.events import Address
+from ftpdiag.core.session import SessionConfig
+from ftpdiag.proxy.access import AccessPolicy
+from ftpdiag.proxy.data import DataTimeouts
+from ftpdiag.proxy.upstream import Resolver
+
+_reactor_lock = threading.Lock()
+_reactor_thread: threading.Thread | None = None
+
+
+def _reactor() -> Any:
+    """The global reactor, running in a daemon thread (started on first use)."""
+    global _reactor_thread
+    from twisted.internet import reactor
+
+    with _reactor_lock:
+        if _reactor_thread is None:
+            _reactor_thread = threading.Thread(
+                target=reactor.run,  # type: ignore[attr-defined]
+                kwargs={"installSignalHandlers": False},
+                name="ftpdiag-reactor",
+                daemon=True,
+            )
+            _reactor_thread.start()
+    return reactor
+
+
+def in_reactor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` in the reactor thread and return its result (Deferreds are waited for)."""
+    from twisted.internet import threads
+
+    return threads.blockingCallFromThread(_reactor(), fn, *args, **kwargs)
+
+
+@dataclass
+class ProxyHandle:
+    """A running proxy: its address, every event it logged, and helpers to wait and assert."""
+
+    address: Address
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _stop: Callable[[], Any] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.events.append({"event": event, **fields})
+
+    def wait_for(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """Block until an event with these field values was logged (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in list(self.events):
+                if ev["event"] == event and all(ev.get(k) == v for k, v in match.items()):
+                    return ev
+            if time.monotonic() > deadline:
+                seen = sorted({e["event"] for e in self.events})
+                raise AssertionError(f"no {event} {match} within {timeout} s; events seen: {seen}")
+            time.sleep(0.01)
+
+    def diagnoses(self, rule: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == "diagnosis" and (rule is None or e["rule"] == rule)]
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            stop, self._stop = self._stop, None
+            in_reactor(stop)
+
+
+def start_proxy_thread(
+    upstream: Address,
+    *,
+    session: SessionConfig | None = None,
+    data: DataTimeouts | None = None,
+    access: AccessPolicy | None = None,
+    resolver: Resolver | None = None,
+    connect_timeout: float = 5.0,
+    listen: Address = ("127.0.0.1", 0),
+    **session_options: Any,
+) -> ProxyHandle:
+    """Start a proxy in the reactor thread; ``session_options`` are ``SessionConfig`` fields."""
+    from ftpdiag.proxy.control import ProxySettings
+    from ftpdiag.proxy.server import start_proxy
+    from ftpdiag.proxy.upstream import UpstreamConnector
+
+    config = replace(session or SessionConfig(), **session_options)
+    settings = ProxySettings(
+        upstream=upstream, session=config, data=data or DataTimeouts(), access=access or AccessPolicy()
+    )
+    handle = ProxyHandle(address=listen)
+
+    def start() -> Any:
+        reactor = _reactor()
+        connector = UpstreamConnector(reactor, resolver, timeout=connect_timeout)
+        running = start_proxy(reactor, listen, settings, handle.record, connector, stop_on_shutdown=False)
+        handle.address = running.host_port
+        handle._stop = running.stop
+        return running
+
+    in_reactor(start)
+    return handle
+
+
+def assert_diagnosed(
+    events: list[dict[str, Any]] | ProxyHandle, rule: str, code: int | None = None, **evidence: Any
+) -> dict[str, Any]:
+    """Return the first ``diagnosis`` with this rule (and code, and evidence values), or fail
+    with the list of what was diagnosed instead."""
+    records = events.events if isinstance(events, ProxyHandle) else events
+    found = [e for e in records if e.get("event") == "diagnosis"]
+    for diagnosis in found:
+        if diagnosis["rule"] != rule or (code is not None and diagnosis.get("code") != code):
+            continue
+        if all(diagnosis.get("evidence", {}).get(k) == v for k, v in evidence.items()):
+            return diagnosis
+    summary = [(d["rule"], d.get("code")) for d in found]
+    raise AssertionError(f"no diagnosis {rule!r} code={code} {evidence}; diagnosed: {summary}")
+
+
+@pytest.fixture
+def ftpdiag_proxy() -> Iterator[Callable[..., ProxyHandle]]:
+    """Factory fixture: ``ftpdiag_proxy(("127.0.0.1", port), upstream_mode="passive")``."""
+    started: list[ProxyHandle] = []
+
+    def factory(upstream: Address, **options: Any) -> ProxyHandle:
+        handle = start_proxy_thread(upstream, **options)
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def ftpdiag_sandbox(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory fixture: ``ftpdiag_sandbox(handler=MyHandler, **class_attrs)`` serves a fresh
+    ``tmp_path`` subdirectory (user ``diag``/``diag`` and anonymous) and returns the running
+    ``ServerThread`` (``.address``, ``.root``, ``.user``, ``.password``)."""
+    from ftpdiag.sandbox import ServerThread
+
+    servers: list[ServerThread] = []
+
+    def factory(handler: Any = None, root: Path | None = None, **attrs: Any) -> ServerThread:
+        directory = root or tmp_path / f"ftproot{len(servers)}"
+        directory.mkdir(parents=True, exist_ok=True)
+        kwargs = {"handler": handler} if handler is not None else {}
+        server = ServerThread(directory, **kwargs, **attrs).start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()

@@ -1,0 +1,1 @@
+"""Interop tests: ftpdiag against real FTP servers and clients from Debian packages."""

@@ -28,42 +28,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def vsftpd_server() -> Iterator[FTPServer]:
+def vsftpd_server() -> Iterator[VsftpdServer]:
     """vsftpd, plain FTP: user ``ftpdiag`` (read-write) and ``anonymous`` (read-only)."""
     with running(VsftpdServer) as srv:
         yield srv
 
 
 @pytest.fixture
-def vsftpd_tls_server() -> Iterator[FTPServer]:
+def vsftpd_tls_server() -> Iterator[VsftpdServer]:
     """vsftpd, explicit FTPS required for ``ftpdiag``, with ``require_ssl_reuse=YES``."""
     with running(VsftpdServer, tls=True) as srv:
         yield srv
 
 
 @pytest.fixture
-def proftpd_server() -> Iterator[FTPServer]:
+def proftpd_server() -> Iterator[ProftpdServer]:
     """ProFTPD, plain FTP, virtual user ``ftpdiag``."""
     with running(ProftpdServer) as srv:
         yield srv
 
 
 @pytest.fixture
-def proftpd_tls_server() -> Iterator[FTPServer]:
+def proftpd_tls_server() -> Iterator[ProftpdServer]:
     """ProFTPD with mod_tls, explicit FTPS required, no session reuse required."""
     with running(ProftpdServer, tls=True) as srv:
         yield srv
 
 
 @pytest.fixture
-def pureftpd_server() -> Iterator[FTPServer]:
+def pureftpd_server() -> Iterator[PureftpdServer]:
     """Pure-FTPd, plain FTP, virtual user ``ftpdiag`` from a PureDB."""
     with running(PureftpdServer) as srv:
         yield srv
 
 
 @pytest.fixture
-def pureftpd_tls_server() -> Iterator[FTPServer]:
+def pureftpd_tls_server() -> Iterator[PureftpdServer]:
     """Pure-FTPd, explicit FTPS required (``-Y 2``)."""
     with running(PureftpdServer, tls=True) as srv:
         yield srv

@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import pytest
 
@@ -73,7 +73,8 @@ SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/us
 # Ports we hand out: below Linux's default ephemeral range (32768-60999), so an outgoing
 # connection cannot grab one between our check and the server's bind.
 PORT_MIN, PORT_MAX = 20000, 32000
-PASV_RANGE_SIZE = 16
+# Pure-FTPd caps its concurrent users at half the passive port range: 100 ports -> 50 users.
+PASV_RANGE_SIZE = 100
 STOP_TIMEOUT = 5.0
 
 
@@ -83,7 +84,7 @@ class ServerUnavailable(Exception):
 
 def unavailable(message: str) -> NoReturn:
     """Fail the current test when CI is set, otherwise skip it, with ``message`` as reason."""
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
@@ -122,7 +123,7 @@ _user_ready: tuple[int, int] | None = None
 def ensure_system_user() -> tuple[int, int]:
     """Make sure the ``ftpdiag`` system user and its PAM service exist; return (uid, gid).
 
-    Creates the user if missing (no home, nologin shell), (re)sets its password to
+    Creates the user if missing (home ``/``, nologin shell), (re)sets its password to
     :data:`PASSWORD` once per process, and writes :data:`PAM_FILE` if its content differs.
     Refuses to touch an existing ``ftpdiag`` account that this harness did not create.
     """
@@ -205,7 +206,10 @@ def _port_is_free(port: int) -> bool:
 
 
 def free_ports(count: int) -> list[int]:
-    """Return ``count`` consecutive free TCP ports of 127.0.0.1, never the same twice per run."""
+    """Return ``count`` consecutive free TCP ports of 127.0.0.1, reserved in this process.
+
+    Ports stay reserved (not handed out again) until :func:`release_ports`.
+    """
     rng = random.Random()
     for _ in range(500):
         base = rng.randrange(PORT_MIN, PORT_MAX - count)
@@ -216,6 +220,11 @@ def free_ports(count: int) -> list[int]:
             _reserved.update(ports)
             return ports
     raise RuntimeError(f"no {count} consecutive free ports in {PORT_MIN}-{PORT_MAX}")
+
+
+def release_ports(ports: list[int]) -> None:
+    """Let :func:`free_ports` hand ``ports`` out again."""
+    _reserved.difference_update(ports)
 
 
 @dataclass(frozen=True)
@@ -287,11 +296,15 @@ class SessionReuseFTP_TLS(ftplib.FTP_TLS):
     "522 SSL connection failed: session reuse required".
     """
 
-    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int]:
+    def ntransfercmd(
+        self, cmd: str, rest: int | str | None = None
+    ) -> tuple[socket.socket, int | None]:
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
         if self._prot_p:  # type: ignore[attr-defined]
+            control = self.sock
+            assert isinstance(control, ssl.SSLSocket), "PROT P without AUTH TLS"
             conn = self.context.wrap_socket(
-                conn, server_hostname=self.host, session=self.sock.session
+                conn, server_hostname=self.host, session=control.session
             )
         return conn, size
 
@@ -335,11 +348,14 @@ class FTPServer:
         self._base_dir = base_dir
         self.port = 0
         self.pasv_ports = (0, 0)
+        self._ports: list[int] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir = Path()
         self.root = Path()
         self.log_path = Path()
         self.greeting = ""
+        self.binary = Path()
+        self.uid = self.gid = -1
 
     # -- to override
     def _prepare(self) -> list[str]:
@@ -369,9 +385,10 @@ class FTPServer:
         self.root.mkdir()
         os.chown(self.root, self.uid, self.gid)
         self.log_path = self.workdir / "server.log"
-        # Control port and the one below it (proftpd binds active-mode data to port - 1).
-        self.port = free_ports(2)[1]
+        control = free_ports(1)
         pasv = free_ports(PASV_RANGE_SIZE)
+        self._ports = control + pasv
+        self.port = control[0]
         self.pasv_ports = (pasv[0], pasv[-1])
         if self.tls:
             self.cert = make_self_signed_cert(self.workdir / "tls")
@@ -431,6 +448,8 @@ class FTPServer:
             # Session children outlive their parent: kill whatever is left of the group.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        release_ports(self._ports)
+        self._ports = []
         if self.workdir != Path() and not os.environ.get("FTPDIAG_KEEP_SERVER_DIRS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -604,9 +623,9 @@ class ProftpdServer(FTPServer):
 
     Runs as root with ``User nobody``/``Group nogroup`` for the daemon; the session switches to
     the virtual user's uid/gid (the ``ftpdiag`` system user's) and is chrooted (``DefaultRoot``)
-    to ``root``. Active-mode data connections come from port ``port - 1`` (ProFTPD's L-1 rule),
-    which :meth:`start` keeps free. TLS (``tls=True``): mod_tls from proftpd-mod-crypto,
-    explicit FTPS required for login and data, session reuse not required.
+    to ``root``. Active-mode data connections come from an ephemeral port. TLS (``tls=True``):
+    mod_tls from proftpd-mod-crypto (``ModulePath`` next to the binary), explicit FTPS required
+    for login and data, session reuse not required (``NoSessionReuseRequired``).
     """
 
     name = "proftpd"
@@ -703,6 +722,9 @@ class PureftpdServer(FTPServer):
     argon2, which makes every login take seconds), then ``pure-pw mkdb`` builds the PureDB.
     Flags: ``-S 127.0.0.1,PORT -p MIN:MAX -H`` (no DNS) ``-A`` (chroot) ``-E`` (no anonymous).
     TLS (``tls=True``): ``-Y 2`` (TLS required) with the certificate file ``-2 cert,key``.
+    Pure-FTPd allows at most half as many concurrent users as it has passive ports (here
+    ``PASV_RANGE_SIZE // 2``) and answers a failed login only after a built-in delay of a few
+    seconds. As root, its active-mode data connections come from port 20.
     """
 
     name = "pure-ftpd"
@@ -766,8 +788,11 @@ SERVERS: dict[str, type[FTPServer]] = {
 }
 
 
+ServerT = TypeVar("ServerT", bound=FTPServer)
+
+
 @contextlib.contextmanager
-def running(server_cls: type[FTPServer], **kwargs: Any) -> Iterator[FTPServer]:
+def running(server_cls: type[ServerT], **kwargs: Any) -> Iterator[ServerT]:
     """Pytest-friendly context manager: start the server, yield it, always stop it.
 
     A server that cannot run here fails the test under CI and skips it otherwise
