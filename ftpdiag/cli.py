@@ -79,36 +79,101 @@ def _positive(text: str) -> float:
 
 
 def _add_proxy(sub: Any) -> None:
-    p = sub.add_parser("proxy", help="run the diagnostic proxy", description="Run the diagnostic proxy.")
-    p.add_argument("--listen", type=_listen_arg, default=_listen_arg(DEFAULT_LISTEN), metavar="HOST:PORT",
-                   help=f"where clients connect (default {DEFAULT_LISTEN}; IPv6 as [::1]:2121)")
-    p.add_argument("--upstream", type=_upstream_arg, metavar="HOST[:PORT]",
-                   help="the FTP server (default: a built-in pyftpdlib sandbox)")
+    p = sub.add_parser(
+        "proxy", help="run the diagnostic proxy", description="Run the diagnostic proxy."
+    )
+    p.add_argument(
+        "--listen",
+        type=_listen_arg,
+        default=_listen_arg(DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"where clients connect (default {DEFAULT_LISTEN}; IPv6 as [::1]:2121)",
+    )
+    p.add_argument(
+        "--upstream",
+        type=_upstream_arg,
+        metavar="HOST[:PORT]",
+        help="the FTP server (default: a built-in pyftpdlib sandbox)",
+    )
     p.add_argument("--log-file", type=Path, metavar="PATH", help="append JSON lines to PATH")
-    p.add_argument("--log-format", choices=("console", "json"),
-                   help="terminal format (default: console on a TTY, else json)")
-    p.add_argument("-v", "--verbose", action="store_true", help="explain every reply; show data-channel detail")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on the terminal")
-    p.add_argument("--upstream-mode", choices=("same", "passive", "active", "auto"), default="same",
-                   help="data mode toward the server (default: the client's)")
-    p.add_argument("--use-pasv-address", action="store_true",
-                   help="dial the address inside 227 replies instead of the control peer")
-    p.add_argument("--connect-timeout", type=_positive, default=10.0, metavar="S",
-                   help="upstream connect timeout (default 10)")
-    p.add_argument("--greeting-timeout", type=_positive, default=10.0, metavar="S",
-                   help="how long to wait for the server's greeting (default 10)")
-    p.add_argument("--data-timeout", type=_positive, default=30.0, metavar="S",
-                   help="how long a data connection may take to appear (default 30)")
-    p.add_argument("--idle-timeout", type=_positive, default=0.0, metavar="S",
-                   help="close sessions idle this long (default 0: never)")
-    p.add_argument("--max-line", type=int, default=8192, metavar="BYTES",
-                   help="longest control line accepted (default 8192)")
-    p.add_argument("--allow-client", type=_cidr_arg, action="append", default=[], metavar="CIDR",
-                   help="accept clients only from these networks (repeatable)")
-    p.add_argument("--max-sessions", type=int, default=0, metavar="N", help="refuse beyond N sessions")
-    p.add_argument("--max-sessions-per-client", type=int, default=0, metavar="N",
-                   help="refuse beyond N sessions from one client address")
-    p.add_argument("--lang", choices=("en", "vi"), help="language of explanations (default from the locale)")
+    p.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        help="terminal format (default: console on a TTY, else json)",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="explain every reply; show data-channel detail"
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="only warnings and errors on the terminal"
+    )
+    p.add_argument(
+        "--upstream-mode",
+        choices=("same", "passive", "active", "auto"),
+        default="same",
+        help="data mode toward the server (default: the client's)",
+    )
+    p.add_argument(
+        "--use-pasv-address",
+        action="store_true",
+        help="dial the address inside 227 replies instead of the control peer",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="upstream connect timeout (default 10)",
+    )
+    p.add_argument(
+        "--greeting-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="how long to wait for the server's greeting (default 10)",
+    )
+    p.add_argument(
+        "--data-timeout",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="how long a data connection may take to appear (default 30)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=0.0,
+        metavar="S",
+        help="close sessions idle this long (default 0: never)",
+    )
+    p.add_argument(
+        "--max-line",
+        type=int,
+        default=8192,
+        metavar="BYTES",
+        help="longest control line accepted (default 8192)",
+    )
+    p.add_argument(
+        "--allow-client",
+        type=_cidr_arg,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept clients only from these networks (repeatable)",
+    )
+    p.add_argument(
+        "--max-sessions", type=int, default=0, metavar="N", help="refuse beyond N sessions"
+    )
+    p.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse beyond N sessions from one client address",
+    )
+    p.add_argument(
+        "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
+    )
     p.set_defaults(func=run_proxy)
 
 
@@ -167,25 +232,37 @@ def run_proxy(args: argparse.Namespace) -> int:
         upstream=upstream,
         session=config,
         data=DataTimeouts(connect=args.data_timeout),
-        access=AccessPolicy(tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client),
+        access=AccessPolicy(
+            tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client
+        ),
     )
     connector = UpstreamConnector(reactor, timeout=args.connect_timeout)
     try:
         proxy = start_proxy(reactor, args.listen, settings, emit, connector)
     except error.CannotListenError as exc:
-        print(f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.socketError}",
-              file=sys.stderr)
+        print(
+            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.socketError}",
+            file=sys.stderr,
+        )
         if sandbox is not None:
             sandbox.stop()
         return 2
     listen = proxy.address
     fields: dict[str, Any] = {"listen": listen, "upstream": f"{upstream[0]}:{upstream[1]}"}
     if sandbox is not None:
-        fields.update(sandbox=True, user=SANDBOX_USER, sandbox_password=SANDBOX_PASSWORD, anonymous=True,
-                      try_cmd=f"curl ftp://{SANDBOX_USER}:{SANDBOX_PASSWORD}@{listen}/README.txt")
+        fields.update(
+            sandbox=True,
+            user=SANDBOX_USER,
+            sandbox_password=SANDBOX_PASSWORD,
+            anonymous=True,
+            try_cmd=f"curl ftp://{SANDBOX_USER}:{SANDBOX_PASSWORD}@{listen}/README.txt",
+        )
     emit("proxy.listen", fields)
     if not args.allow_client and not ipaddress.ip_address(args.listen[0]).is_loopback:
-        emit("proxy.exposed", {"listen": listen, "hint": "listening beyond loopback without --allow-client"})
+        emit(
+            "proxy.exposed",
+            {"listen": listen, "hint": "listening beyond loopback without --allow-client"},
+        )
     reactor.run()  # type: ignore[attr-defined]
     if sandbox is not None:
         sandbox.stop()

@@ -77,14 +77,18 @@ class ConsoleRenderer:
         return out
 
     def _proxy_reply(self, ev: Mapping[str, Any]) -> str:
-        return self.paint(f"⇠ {ev['code']} {ev['text']}", "yellow") + self.paint("  (from ftpdiag)", "dim")
+        return self.paint(f"⇠ {ev['code']} {ev['text']}", "yellow") + self.paint(
+            "  (from ftpdiag)", "dim"
+        )
 
     def _diagnosis(self, ev: Mapping[str, Any]) -> str:
         mark, color = _MARK.get(str(ev.get("severity")), ("·", "dim"))
         title = str(ev.get("title", ""))
         if ev.get("severity") == "info" and not self.verbose:
             return INDENT + self.paint(f"{mark} {title}", color)
-        wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT + "  ", subsequent_indent=INDENT + "  ")
+        wrap = textwrap.TextWrapper(
+            width=WIDTH, initial_indent=INDENT + "  ", subsequent_indent=INDENT + "  "
+        )
         parts = [INDENT + self.paint(f"{mark} {title}", color)]
         if ev.get("explanation"):
             parts.append(wrap.fill(str(ev["explanation"])))

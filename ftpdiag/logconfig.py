@@ -88,7 +88,11 @@ def configure(
             sinks.append(Sink(console, render_json, console_level))
         else:
             use_color = console.isatty() if color is None else color
-            sinks.append(Sink(console, ConsoleRenderer(color=use_color, verbose=verbosity > 0), console_level))
+            sinks.append(
+                Sink(
+                    console, ConsoleRenderer(color=use_color, verbose=verbosity > 0), console_level
+                )
+            )
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))
     structlog.configure(

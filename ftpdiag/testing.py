@@ -90,7 +90,11 @@ class ProxyHandle:
             time.sleep(0.01)
 
     def diagnoses(self, rule: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == "diagnosis" and (rule is None or e["rule"] == rule)]
+        return [
+            e
+            for e in self.events
+            if e["event"] == "diagnosis" and (rule is None or e["rule"] == rule)
+        ]
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -116,14 +120,19 @@ def start_proxy_thread(
 
     config = replace(session or SessionConfig(), **session_options)
     settings = ProxySettings(
-        upstream=upstream, session=config, data=data or DataTimeouts(), access=access or AccessPolicy()
+        upstream=upstream,
+        session=config,
+        data=data or DataTimeouts(),
+        access=access or AccessPolicy(),
     )
     handle = ProxyHandle(address=listen)
 
     def start() -> Any:
         reactor = _reactor()
         connector = UpstreamConnector(reactor, resolver, timeout=connect_timeout)
-        running = start_proxy(reactor, listen, settings, handle.record, connector, stop_on_shutdown=False)
+        running = start_proxy(
+            reactor, listen, settings, handle.record, connector, stop_on_shutdown=False
+        )
         handle.address = running.host_port
         handle._stop = running.stop
         return running

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,11 +13,16 @@ from ftpdiag.core import addresses as a
 
 def test_pasv_reply_parsed_wherever_the_numbers_are() -> None:
     """RFC 959 does not fix the 227 text: find the six numbers anywhere."""
-    assert a.parse_pasv_reply("Entering Passive Mode (192,168,1,10,195,80).") == ("192.168.1.10", 50000)
+    assert a.parse_pasv_reply("Entering Passive Mode (192,168,1,10,195,80).") == (
+        "192.168.1.10",
+        50000,
+    )
     assert a.parse_pasv_reply("=10,0,0,1,4,1") == ("10.0.0.1", 1025)
 
 
-@pytest.mark.parametrize("text", ["Entering Passive Mode (garbage)", "(1,2,3,4,5)", "(300,1,1,1,1,1)", "(1,2,3,4,0,0)"])
+@pytest.mark.parametrize(
+    "text", ["Entering Passive Mode (garbage)", "(1,2,3,4,5)", "(300,1,1,1,1,1)", "(1,2,3,4,0,0)"]
+)
 def test_bad_pasv_replies_raise_address_error(text: str) -> None:
     """Garbage, missing or out-of-range numbers give a clear AddressError."""
     with pytest.raises(a.AddressError):
@@ -58,15 +65,19 @@ def test_rewrite_keeps_the_server_text() -> None:
 
 def test_same_host_and_unroutable() -> None:
     """IPv4-mapped IPv6 equals its IPv4; private and unspecified addresses are unroutable."""
-    assert a.same_host("::ffff:127.0.0.1", "127.0.0.1") and not a.same_host("127.0.0.2", "127.0.0.1")
-    assert a.is_unroutable("10.1.2.3") and a.is_unroutable("0.0.0.0") and not a.is_unroutable("8.8.8.8")
+    assert a.same_host("::ffff:127.0.0.1", "127.0.0.1") and not a.same_host(
+        "127.0.0.2", "127.0.0.1"
+    )
+    assert (
+        a.is_unroutable("10.1.2.3")
+        and a.is_unroutable("0.0.0.0")
+        and not a.is_unroutable("8.8.8.8")
+    )
 
 
 @given(st.text(max_size=60))
 def test_parsers_raise_only_address_error(text: str) -> None:
     """Any text: the codecs succeed or raise AddressError, nothing else."""
     for parse in (a.parse_pasv_reply, a.parse_epsv_reply, a.parse_eprt_arg, a.parse_port_arg):
-        try:
+        with contextlib.suppress(a.AddressError):
             parse(text)
-        except a.AddressError:
-            pass

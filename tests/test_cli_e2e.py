@@ -29,8 +29,19 @@ class ProxyProcess:
         self.log = tmp_path / "session.jsonl"
         self.stderr_path = tmp_path / "stderr.txt"
         self.stderr = self.stderr_path.open("wb")
-        cmd = [sys.executable, "-m", "ftpdiag", "proxy", "--listen", "127.0.0.1:0",
-               "--log-file", str(self.log), "--log-format", "json", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ftpdiag",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-file",
+            str(self.log),
+            "--log-format",
+            "json",
+            *args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr)
         listen = self.wait_for("proxy.listen")
         host, port = listen["listen"].rsplit(":", 1)
@@ -91,8 +102,16 @@ def test_control_session_is_logged_paired_and_redacted(proxy: ProxyProcess) -> N
     proxy.wait_for("session.summary")
     records = proxy.records()
     replies = [(r["command"], r["code"]) for r in records if r["event"] == "reply"]
-    assert replies == [(None, 220), ("USER", 331), ("PASS", 230), ("PWD", 257), ("MKD", 257),
-                       ("CWD", 250), ("NOOP", 200), ("QUIT", 221)]
+    assert replies == [
+        (None, 220),
+        ("USER", 331),
+        ("PASS", 230),
+        ("PWD", 257),
+        ("MKD", 257),
+        ("CWD", 250),
+        ("NOOP", 200),
+        ("QUIT", 221),
+    ]
     for record in records:
         assert record["timestamp"].endswith("Z") and record["level"] and record["event"]
         if record["event"] not in ("proxy.listen",):
@@ -101,12 +120,16 @@ def test_control_session_is_logged_paired_and_redacted(proxy: ProxyProcess) -> N
             assert isinstance(record["latency_ms"], float) and record["meaning"]
     rules = {(r["rule"], r["code"]) for r in records if r["event"] == "diagnosis"}
     assert {("greeting.ready", 220), ("login.ok", 230)} <= rules
-    assert any(r["event"] == "command" and r["verb"] == "PASS" and r["arg"] == "****" for r in records)
+    assert any(
+        r["event"] == "command" and r["verb"] == "PASS" and r["arg"] == "****" for r in records
+    )
     assert proxy.stop() == 0
     assert PASSWORD not in proxy.log.read_text() and PASSWORD not in proxy.stderr_path.read_text()
 
 
-def test_transfer_through_the_subprocess_is_byte_exact(proxy: ProxyProcess, upstream: FakeFTPServer) -> None:
+def test_transfer_through_the_subprocess_is_byte_exact(
+    proxy: ProxyProcess, upstream: FakeFTPServer
+) -> None:
     """A binary RETR through the CLI proxy yields the server's exact bytes."""
     ftp = ftplib.FTP()
     ftp.connect(*proxy.address, timeout=10)
@@ -136,7 +159,9 @@ def test_upstream_refused_gives_421_and_a_remedy(tmp_path: Path) -> None:
         closed_port = s.getsockname()[1]
     process = ProxyProcess(tmp_path, "--upstream", f"127.0.0.1:{closed_port}")
     try:
-        with pytest.raises(ftplib.error_temp, match="421 ftpdiag: cannot reach the server .*refused"):
+        with pytest.raises(
+            ftplib.error_temp, match="421 ftpdiag: cannot reach the server .*refused"
+        ):
             ftplib.FTP().connect(*process.address, timeout=10)
         diagnosis = process.wait_for("diagnosis", rule="upstream.refused")
         assert diagnosis["code"] == 421 and "listens" in diagnosis["remedy"]
@@ -179,7 +204,9 @@ def test_default_sandbox_serves_files(tmp_path: Path) -> None:
 )
 def test_bad_arguments_give_one_line_and_status_2(args: list[str], message: str) -> None:
     """Bad arguments: exit status 2, a single 'ftpdiag: error:' line, no traceback."""
-    result = subprocess.run([sys.executable, "-m", "ftpdiag", *args], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "ftpdiag", *args], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("ftpdiag: error:")
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -192,8 +219,25 @@ def test_listen_port_in_use_is_a_clean_error(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "ftpdiag", "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:1",
-             "--log-format", "json"],
-            capture_output=True, text=True, timeout=30, env={**os.environ},
+            [
+                sys.executable,
+                "-m",
+                "ftpdiag",
+                "proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                "127.0.0.1:1",
+                "--log-format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ},
         )
-    assert result.returncode == 2 and "cannot listen" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "cannot listen" in result.stderr
+        and "Traceback" not in result.stderr
+    )

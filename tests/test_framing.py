@@ -6,13 +6,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ftpdiag.core.framing import LineSplitter, OverlongLine, line_text, strip_telnet
-from ftpdiag.core.messages import MalformedReply, OversizedReply, Reply, ReplyAssembler, parse_command
+from ftpdiag.core.messages import (
+    MalformedReply,
+    OversizedReply,
+    Reply,
+    ReplyAssembler,
+    parse_command,
+)
 
 
 def feed_chunks(splitter: LineSplitter, data: bytes, cuts: list[int]) -> list[bytes | OverlongLine]:
     out: list[bytes | OverlongLine] = []
     last = 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(data))) + [len(data)]:
+    for cut in [*sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]:
         out += splitter.feed(data[last:cut])
         last = cut
     return out
@@ -41,10 +47,16 @@ def test_overlong_line_reported_once_and_discarded() -> None:
 
 def test_overlong_complete_line_in_one_chunk() -> None:
     """A whole over-long line in one chunk is reported, not relayed."""
-    assert LineSplitter(max_line=8).feed(b"0123456789\r\nOK\r\n") == [OverlongLine(b"0123456789\r\n", 8), b"OK\r\n"]
+    assert LineSplitter(max_line=8).feed(b"0123456789\r\nOK\r\n") == [
+        OverlongLine(b"0123456789\r\n", 8),
+        b"OK\r\n",
+    ]
 
 
-@given(st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=10), st.lists(st.integers(0, 400)))
+@given(
+    st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=10),
+    st.lists(st.integers(0, 400)),
+)
 def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int]) -> None:
     """Whatever the TCP chunk boundaries, the same lines come out, byte for byte."""
     data = b"".join(line + b"\r\n" for line in lines)

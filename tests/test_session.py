@@ -85,7 +85,8 @@ def test_replies_pair_with_commands_and_measure_latency() -> None:
     clock.now += 0.010
     out = s.handle(FromServer(b'257 "/"\r\n200 ok\r\n'))
     assert [(r["command"], r["code"], r["latency_ms"]) for r in facts(out, "reply")] == [
-        ("PWD", 257, 10.0), ("NOOP", 200, 10.0)
+        ("PWD", 257, 10.0),
+        ("NOOP", 200, 10.0),
     ]
 
 
@@ -94,7 +95,9 @@ def test_password_never_appears_in_facts() -> None:
     s, _ = new_session()
     s.handle(FromServer(b"220 hi\r\n"))
     out = s.handle(FromClient(b"USER u\r\n")) + s.handle(FromServer(b"331 x\r\n"))
-    out += s.handle(FromClient(b"PASS s3cr3t-Pw\r\n")) + s.handle(FromServer(b"530 Login incorrect.\r\n"))
+    out += s.handle(FromClient(b"PASS s3cr3t-Pw\r\n")) + s.handle(
+        FromServer(b"530 Login incorrect.\r\n")
+    )
     out += s.handle(FromClient(b"ACCT acc-secret\r\n"))
     for fact in (o for o in out if isinstance(o, Fact)):
         assert "s3cr3t-Pw" not in repr(fact.fields) and "acc-secret" not in repr(fact.fields)
@@ -161,7 +164,9 @@ def test_active_client_is_dialled_at_the_transfer_command() -> None:
     assert wire(out, ToServer) == b"PORT 192,0,2,1,157,8\r\n"
     assert wire(s.handle(FromServer(b"200 ok\r\n")), ToClient) == b"200 ok\r\n"
     out = s.handle(FromClient(b"RETR f\r\n"))
-    assert DialData(1, "client", ("127.0.0.1", 51210)) in out and wire(out, ToServer) == b"RETR f\r\n"
+    assert (
+        DialData(1, "client", ("127.0.0.1", 51210)) in out and wire(out, ToServer) == b"RETR f\r\n"
+    )
 
 
 def test_upstream_passive_translation_for_an_active_client() -> None:
@@ -182,7 +187,9 @@ def test_auto_mode_falls_back_to_active_when_pasv_is_refused() -> None:
     s.handle(FromClient(b"PASV\r\n"))
     s.handle(DataListening(1, "client", ("127.0.0.1", 40100)))
     out = s.handle(FromServer(b"502 PASV disabled\r\n"))
-    assert ListenData(1, "server", "192.0.2.1", "198.51.100.7") in out and wire(out, ToClient) == b""
+    assert (
+        ListenData(1, "server", "192.0.2.1", "198.51.100.7") in out and wire(out, ToClient) == b""
+    )
     out = s.handle(DataListening(1, "server", ("192.0.2.1", 40200)))
     assert wire(out, ToServer) == b"PORT 192,0,2,1,157,8\r\n"
     out = s.handle(FromServer(b"200 ok\r\n"))
@@ -207,7 +214,11 @@ def test_final_reply_waits_for_the_data_to_be_delivered() -> None:
     out = s.handle(DataClosed(1, 10, 0, "eof", "eof", "server", 0.5))
     assert wire(out, ToClient) == b"226 done\r\n"
     (end,) = facts(out, "transfer.end")
-    assert end["bytes"] == 10 and end["outcome"] == 226 and end["mode"] == {"client": "passive", "server": "passive"}
+    assert (
+        end["bytes"] == 10
+        and end["outcome"] == 226
+        and end["mode"] == {"client": "passive", "server": "passive"}
+    )
 
 
 def test_abort_keeps_426_then_226_in_order() -> None:
@@ -277,7 +288,10 @@ def test_server_close_while_waiting_tells_the_client() -> None:
     s, _ = logged_in()
     s.handle(FromClient(b"LIST\r\n"))
     out = s.handle(ControlClosed("server", clean=False, detail="reset"))
-    assert wire(out, ToClient).startswith(b"421 ") and facts(out, "session.close")[0]["reason"] == "server reset"
+    assert (
+        wire(out, ToClient).startswith(b"421 ")
+        and facts(out, "session.close")[0]["reason"] == "server reset"
+    )
 
 
 def test_unsolicited_and_malformed_replies_are_relayed_and_reported() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-_SIX = re.compile(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})")
+_SIX = re.compile(
+    r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})"
+)
 # RFC 2428 §3: "(<d><d><d><tcp-port><d>)" where <d> is any printable ASCII character.
 _EPSV = re.compile(r"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
 

@@ -132,8 +132,19 @@ class Shutdown:
 
 
 Input = (
-    UpstreamConnected | UpstreamFailed | FromClient | FromServer | ControlClosed | DataListening
-    | DataConnected | DataRejected | DataFailed | DataProgress | DataClosed | TimerFired | Shutdown
+    UpstreamConnected
+    | UpstreamFailed
+    | FromClient
+    | FromServer
+    | ControlClosed
+    | DataListening
+    | DataConnected
+    | DataRejected
+    | DataFailed
+    | DataProgress
+    | DataClosed
+    | TimerFired
+    | Shutdown
 )
 
 
@@ -205,4 +216,14 @@ class Fact:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-Output = ToClient | ToServer | ListenData | DialData | FinishData | StartTimer | CancelTimer | CloseControl | Fact
+Output = (
+    ToClient
+    | ToServer
+    | ListenData
+    | DialData
+    | FinishData
+    | StartTimer
+    | CancelTimer
+    | CloseControl
+    | Fact
+)

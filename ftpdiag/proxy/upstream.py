@@ -30,7 +30,9 @@ class Resolver(Protocol):
 class UpstreamConnector:
     """Connects to ``(host, port)`` with a timeout; ``resolver`` defaults to the reactor's."""
 
-    def __init__(self, reactor: Any, resolver: Resolver | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, reactor: Any, resolver: Resolver | None = None, timeout: float = 10.0
+    ) -> None:
         self.reactor = reactor
         self.resolver: Resolver = resolver or reactor.resolve
         self.timeout = timeout
@@ -44,7 +46,9 @@ class UpstreamConnector:
             resolved = defer.maybeDeferred(self.resolver, host)
         return resolved.addCallback(self._dial, port, build)
 
-    def _dial(self, ip: str, port: int, build: Callable[[], TwistedProtocol]) -> defer.Deferred[Any]:
+    def _dial(
+        self, ip: str, port: int, build: Callable[[], TwistedProtocol]
+    ) -> defer.Deferred[Any]:
         kind = TCP6ClientEndpoint if ipaddress.ip_address(ip).version == 6 else TCP4ClientEndpoint
         endpoint = kind(self.reactor, ip, port, timeout=self.timeout)
         return endpoint.connect(Factory.forProtocol(build))  # type: ignore[arg-type]

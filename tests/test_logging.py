@@ -1,0 +1,139 @@
+"""Structured logging: the console rendering, JSON lines, redaction, and raw relaying of
+bytes that are not UTF-8 (logged with replacement characters, relayed untouched)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from ftpdiag.console import ConsoleRenderer
+from ftpdiag.logconfig import configure, emit
+from ftpdiag.testing import ProxyHandle
+
+REPLY = {"session": "ab12", "code": 426, "text": "Failure writing network stream.", "command": "RETR",
+         "arg": "big.bin", "latency_ms": 3.5, "state": ["logged_in"], "meaning": "Transfer aborted"}
+DIAGNOSIS = {"session": "ab12", "code": 426, "rule": "transfer.aborted", "severity": "error",
+             "title": "Transfer aborted mid-way", "explanation": "The data connection closed.",
+             "remedy": "Retry and resume.", "evidence": {"bytes": 10}}
+
+
+@pytest.fixture
+def streams() -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    console, log_file = io.StringIO(), io.StringIO()
+    configure(console, "console", log_file, verbosity=0, color=False)
+    yield console, log_file
+    structlog.reset_defaults()
+
+
+def test_console_shows_the_diagnosis_indented_under_its_reply(streams: tuple[io.StringIO, io.StringIO]) -> None:
+    """A reply line, then its diagnosis with the explanation and the fix, indented below it."""
+    console, _ = streams
+    emit("reply", dict(REPLY))
+    emit("diagnosis", dict(DIAGNOSIS))
+    lines = console.getvalue().splitlines()
+    assert "ab12 ← 426 Failure writing network stream." in lines[0] and lines[0].endswith("3.5 ms")
+    assert lines[1].startswith(" " * 15 + "✗ Transfer aborted mid-way")
+    assert lines[2].strip() == "The data connection closed." and lines[3].strip() == "Fix: Retry and resume."
+    assert all(len(line) <= 100 for line in lines)
+
+
+def test_json_lines_carry_the_documented_fields(streams: tuple[io.StringIO, io.StringIO]) -> None:
+    """Each record is one JSON object with event, session, timestamp (UTC ISO 8601) and level."""
+    _, log_file = streams
+    emit("reply", dict(REPLY))
+    emit("diagnosis", dict(DIAGNOSIS))
+    emit("data.connect", {"session": "ab12", "pipe": 1, "side": "client", "peer": "127.0.0.1:5"})
+    records = [json.loads(line) for line in log_file.getvalue().splitlines()]
+    assert [r["event"] for r in records] == ["reply", "diagnosis", "data.connect"]
+    assert [r["level"] for r in records] == ["info", "error", "debug"]
+    assert all(r["session"] == "ab12" and r["timestamp"].endswith("Z") for r in records)
+
+
+def test_quiet_console_hides_info_but_file_keeps_everything() -> None:
+    """-q: only warnings and errors on the console; the file still gets every event."""
+    console, log_file = io.StringIO(), io.StringIO()
+    configure(console, "console", log_file, verbosity=-1, color=False)
+    try:
+        emit("reply", dict(REPLY))
+        emit("diagnosis", dict(DIAGNOSIS))
+    finally:
+        structlog.reset_defaults()
+    assert "←" not in console.getvalue() and "Transfer aborted" in console.getvalue()
+    assert len(log_file.getvalue().splitlines()) == 2
+
+
+def test_redaction_processor_masks_secret_keys(streams: tuple[io.StringIO, io.StringIO]) -> None:
+    """A field named like a password never reaches a sink in clear."""
+    _, log_file = streams
+    emit("oops", {"session": "x", "password": "hunter2"})
+    assert "hunter2" not in log_file.getvalue() and '"password": "****"' in log_file.getvalue()
+
+
+def test_capture_logs_sees_events() -> None:
+    """structlog's capture_logs works with ftpdiag's emit (for users' own tests)."""
+    with capture_logs() as logs:
+        emit("command", {"session": "s1", "verb": "NOOP", "arg": ""})
+    assert logs == [{"event": "command", "session": "s1", "verb": "NOOP", "arg": "", "log_level": "info"}]
+
+
+def test_colour_only_when_asked() -> None:
+    """ANSI colours appear with color=True and never with color=False."""
+    record = {"event": "diagnosis", "timestamp": "2026-01-01T00:00:00Z", **DIAGNOSIS}
+    assert "\x1b[" in ConsoleRenderer(color=True)(dict(record))
+    assert "\x1b[" not in ConsoleRenderer(color=False)(dict(record))
+
+
+class RawUpstream:
+    """A minimal byte-level server: greets, records what it receives, answers with raw bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.sock.settimeout(10)
+        self.address = self.sock.getsockname()
+        self.answer = answer
+        self.received = b""
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(b"220 raw\r\n")
+            while not self.received.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                self.received += chunk
+            conn.sendall(self.answer)
+            conn.recv(10)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+
+def test_non_utf8_bytes_are_relayed_untouched(ftpdiag_proxy) -> None:  # type: ignore[no-untyped-def]
+    """Invalid UTF-8 in a command and a reply crosses byte-exact and is logged with U+FFFD."""
+    upstream = RawUpstream(b"250 r\xe9pertoire \xc3( ok\r\n")
+    proxy: ProxyHandle = ftpdiag_proxy(upstream.address)
+    with socket.create_connection(proxy.address, timeout=10) as client:
+        assert client.recv(100) == b"220 raw\r\n"
+        client.sendall(b"CWD d\xc3(\xe9r\r\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            answer += client.recv(100)
+    upstream.close()
+    assert upstream.received == b"CWD d\xc3(\xe9r\r\n"
+    assert answer == b"250 r\xe9pertoire \xc3( ok\r\n"
+    reply = proxy.wait_for("reply", command="CWD")
+    assert "\ufffd" in reply["text"] and proxy.wait_for("command", verb="CWD")["arg"] == "d\ufffd(\ufffdr"
