@@ -21,7 +21,9 @@ import structlog
 from ftpdiag.console import ConsoleRenderer
 
 EventDict = MutableMapping[str, Any]
-DEBUG_EVENTS = frozenset({"data.listen", "data.connect", "data.close", "upstream.connect"})
+DEBUG_EVENTS = frozenset(
+    {"data.listen", "data.connect", "data.close", "data.passive", "upstream.connect", "control.closed"}
+)
 SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 

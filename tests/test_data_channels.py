@@ -285,17 +285,19 @@ def test_one_start_and_end_per_data_connection(
     proxied.wait_for("session.close")
     starts, ends = events(proxied, "transfer.start"), events(proxied, "transfer.end")
     expected = [
-        ("RETR", "big.bin", "download", BIG_SIZE),
-        ("STOR", "copy.bin", "upload", BIG_SIZE),
-        ("RETR", "empty.bin", "download", 0),
-        ("NLST", "", "download", None),
+        ("RETR", "big.bin", "download", "I", BIG_SIZE),
+        ("STOR", "copy.bin", "upload", "I", BIG_SIZE),
+        ("RETR", "empty.bin", "download", "I", 0),
+        ("NLST", "", "download", "A", None),  # ftplib lists in ASCII
     ]
     assert [s["pipe"] for s in starts] == [e["pipe"] for e in ends]
     assert len({s["pipe"] for s in starts}) == len(expected)
-    for start, end, (command, path, direction, size) in zip(starts, ends, expected, strict=True):
+    for start, end, (command, path, direction, type_, size) in zip(
+        starts, ends, expected, strict=True
+    ):
         fields = {
             "command": command, "path": path, "direction": direction,
-            "mode": {"client": "passive", "server": "passive"}, "type": "I", "rest": 0,
+            "mode": {"client": "passive", "server": "passive"}, "type": type_, "rest": 0,
         }
         assert {k: start[k] for k in fields} == fields
         assert {k: end[k] for k in fields} == fields
@@ -325,20 +327,35 @@ def test_progress_events(fake_server: Server, ftpdiag_proxy: Proxy, ftp_client: 
 
 # ---- 6. ordering: 226 never before the last byte ------------------------------------------------
 class RawControl:
-    """A bare control connection: send a line, read one (possibly multi-line) reply."""
+    """A bare control connection with its own line buffer, so a test can tell exactly when a
+    reply line has arrived (no hidden read-ahead as with ``makefile``)."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
+    def __init__(self, address: tuple[str, int], source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            address, timeout=TIMEOUT, source_address=(source, 0) if source else None
+        )
+        self.buf = b""
         assert self.reply().startswith("220")
 
+    def has_line(self) -> bool:
+        return b"\r\n" in self.buf
+
+    def fill(self) -> None:
+        chunk = self.sock.recv(4096)
+        assert chunk, "the proxy closed the control connection"
+        self.buf += chunk
+
+    def line(self) -> str:
+        while not self.has_line():
+            self.fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode()
+
     def reply(self) -> str:
-        first = self.file.readline().decode()
-        line = first
+        first = line = self.line()
         if first[3:4] == "-":
             while not (line[:3] == first[:3] and line[3:4] == " "):
-                line = self.file.readline().decode()
-                assert line, "control connection closed inside a multi-line reply"
+                line = self.line()
         return line
 
     def cmd(self, line: str) -> str:
@@ -348,10 +365,6 @@ class RawControl:
     def login(self) -> None:
         assert self.cmd(f"USER {USER}").startswith("331")
         assert self.cmd(f"PASS {PASSWORD}").startswith("230")
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def drain_nonblocking(conn: socket.socket) -> tuple[bytes, bool]:
@@ -368,33 +381,41 @@ def drain_nonblocking(conn: socket.socket) -> tuple[bytes, bool]:
         chunks.append(chunk)
 
 
+def retr_watching_order(control: RawControl, name: str) -> tuple[str, bytes, bool]:
+    """PASV + RETR on a raw connection, reading data and control as they come; returns the
+    final reply, and the data and EOF state *at the moment the final reply line arrived*."""
+    reply = control.cmd("PASV")
+    assert reply.startswith("227"), reply
+    with socket.create_connection(ftplib.parse227(reply), timeout=TIMEOUT) as conn:
+        assert control.cmd(f"RETR {name}").startswith("150")
+        received, eof = b"", False
+        while not control.has_line():
+            ready = select.select([control.sock] + ([] if eof else [conn]), [], [], TIMEOUT)[0]
+            assert ready, "neither data nor a reply within the timeout"
+            if conn in ready:
+                chunk = conn.recv(65536)
+                received, eof = received + chunk, not chunk
+            if control.sock in ready:
+                control.fill()
+        if not eof:
+            rest, eof = drain_nonblocking(conn)
+            received += rest
+        return control.reply(), received, eof
+
+
 @pytest.mark.parametrize("size", [0, 1, 1000, 200_000])
 def test_226_only_after_all_data(size: int, proxied: ProxyHandle, served: Served) -> None:
-    """When the client reads 226, every data byte and the data EOF are already in its socket."""
-    content = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    """When the client reads 226, every data byte and the data EOF have already arrived."""
+    content = (bytes(range(256)) * (size // 256 + 1))[:size]
     (served.root / "f.bin").write_bytes(content)
     control = RawControl(proxied.address)
-    try:
+    with control.sock:
         control.login()
         assert control.cmd("TYPE I").startswith("200")
         for _ in range(25):
-            reply = control.cmd("PASV")
-            assert reply.startswith("227"), reply
-            host, port = ftplib.parse227(reply)
-            with socket.create_connection((host, port), timeout=TIMEOUT) as conn:
-                assert control.cmd("RETR f.bin").startswith("150")
-                received = b""
-                while len(received) < min(size, 65536):  # read some while the server sends
-                    chunk = conn.recv(65536)
-                    assert chunk
-                    received += chunk
-                    break
-                final = control.reply()
-                rest, eof = drain_nonblocking(conn)
-                assert final.startswith("226"), final
-                assert received + rest == content and eof
-    finally:
-        control.close()
+            final, received, eof = retr_watching_order(control, "f.bin")
+            assert final.startswith("226"), final
+            assert eof and received == content
 
 
 # ---- 7. aborts ------------------------------------------------------------------------------------
@@ -440,14 +461,3 @@ def test_server_426_after_nbytes(fake_server: Server, ftpdiag_proxy: Proxy, ftp_
     end = proxy.wait_for("transfer.end")
     assert (end["outcome"], end["bytes"], end["aborted_by"]) == (426, nbytes, None)
     assert_diagnosed(proxy, "transfer.aborted", 426, bytes=nbytes, command="RETR")
-
-
-def test_raw_226_socket_ready() -> None:
-    """select() sanity: a drained socket reports no spurious readiness (guards drain_nonblocking)."""
-    a, b = socket.socketpair()
-    with a, b:
-        a.sendall(b"x")
-        assert select.select([b], [], [], 1.0)[0] == [b]
-        assert drain_nonblocking(b) == (b"x", False)
-        a.close()
-        assert drain_nonblocking(b) == (b"", True)

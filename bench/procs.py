@@ -1,0 +1,344 @@
+"""The processes a benchmark runs: FTP servers, the ftpdiag proxy, Debian's ftp-proxy.
+
+Everything listens on 127.0.0.1 only, runs in its own process group (so that a server's
+session children go with it), and is stopped with SIGTERM, a bounded wait, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+NOFILE = 65536
+STOP_TIMEOUT = 5.0
+# vsftpd picks a random passive port from its range and gives up after 10 taken ones:
+# hundreds of concurrent sessions need far more than the interop harness's 100 ports.
+VSFTPD_PASV_PORTS = 1500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A benchmark could not run or produced a wrong result; the message says which."""
+
+
+def raise_nofile() -> None:
+    """``ulimit -n`` for this process (and, as a ``preexec_fn``, for a child)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))  # root may raise hard
+            return
+        except (ValueError, OSError):
+            want = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process group of ``proc``, wait a bounded time, then SIGKILL it."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(STOP_TIMEOUT)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # forked children outlive their parent
+
+
+def wait_greeting(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Poll until a 220 greeting arrives on ``host:port`` (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"process {proc.args!r} exited with {proc.returncode} before greeting")
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                s.settimeout(2)
+                data = s.recv(4096)
+                if data.startswith(b"220"):
+                    with contextlib.suppress(OSError):
+                        s.sendall(b"QUIT\r\n")
+                    return
+                raise BenchError(f"{host}:{port} greeted with {data[:80]!r}")
+        except OSError as exc:
+            last = exc
+            time.sleep(0.05)
+    raise BenchError(f"no 220 greeting on {host}:{port} within {timeout} s (last error: {last})")
+
+
+# ---- /proc ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status (``VmRSS``, ``VmHWM``) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"/proc/{pid}/status has no {key}")
+
+
+# ---- servers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running FTP server: where it listens, its login, and its files directory."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    password: str
+    root: Path
+    version: str = ""
+    _stop: list[object] = field(default_factory=list, repr=False)
+
+    def put(self, relpath: str, source: Path) -> Path:
+        """Make ``source`` visible as ``relpath`` (hard link if possible), readable by all."""
+        dest = self.root / relpath
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        try:
+            os.link(source, dest)
+        except OSError:
+            shutil.copyfile(source, dest)
+        dest.chmod(0o644)
+        return dest
+
+    def prepare_upload(self, relpath: str) -> Path:
+        dest = self.root / relpath
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        return dest
+
+    def stop(self) -> None:
+        while self._stop:
+            action = self._stop.pop()
+            with contextlib.suppress(Exception):
+                action()  # type: ignore[operator]
+
+
+def start_pyftpdlib(workdir: Path) -> Server:
+    """pyftpdlib (async, one process) serving a fresh root under ``workdir``."""
+    from importlib.metadata import version
+
+    root = Path(tempfile.mkdtemp(prefix="pyftpdlib-root-", dir=workdir))
+    user, password = "bench", "bench-pw"
+    log = (workdir / "pyftpdlib.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.pyftpd", "--root", str(root), "--user", user,
+         "--password", password],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+        start_new_session=True, preexec_fn=raise_nofile,
+    )
+    server = Server("pyftpdlib", HOST, 0, user, password, root, f"pyftpdlib {version('pyftpdlib')}")
+    server._stop += [log.close, lambda: stop_group(proc)]
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # bounded: the child prints it first or dies
+        if not line.startswith("PORT "):
+            raise BenchError(f"pyftpdlib did not start: {line!r}; see {workdir}/pyftpdlib.log")
+        server.port = int(line.split()[1])
+        server.pid = proc.pid  # type: ignore[attr-defined]
+        wait_greeting(HOST, server.port, 10, proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_vsftpd(workdir: Path) -> Server:
+    """vsftpd through the interop harness (tests/interop/servers.py), tuned for load."""
+    try:
+        from tests.interop import servers as interop
+    except Exception as exc:  # the harness is someone else's; say why it is unusable
+        raise BenchError(f"cannot import tests/interop/servers.py: {exc!r}") from exc
+
+    class BenchVsftpd(interop.VsftpdServer):  # type: ignore[misc, name-defined]
+        def _prepare(self) -> list[str]:
+            extra = interop.free_ports(VSFTPD_PASV_PORTS)
+            self._ports += extra
+            self.pasv_ports = (extra[0], extra[-1])
+            cmd: list[str] = super()._prepare()
+            conf = self.workdir / "vsftpd.conf"
+            lines = dict(line.split("=", 1) for line in conf.read_text().splitlines() if line)
+            lines.update(
+                log_ftp_protocol="NO",  # a production-like server: transfer log only
+                idle_session_timeout="900",  # the idle-sessions figure holds them for minutes
+                data_connection_timeout="300",
+                accept_timeout="120",
+                connect_timeout="120",
+            )
+            conf.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+            return cmd
+
+    srv = BenchVsftpd(base_dir=workdir)
+    try:
+        srv.start()
+    except interop.ServerUnavailable as exc:
+        raise BenchError(f"vsftpd cannot run here: {exc}") from exc
+    server = Server("vsftpd", srv.host, srv.port, srv.user, srv.password, srv.root,
+                    tool_version([str(srv.binary), "-v"], stdin_is_stdout=True))
+    server.pid = srv.proc.pid  # type: ignore[attr-defined]
+    server._stop.append(srv.stop)
+    return server
+
+
+def tool_version(cmd: list[str], stdin_is_stdout: bool = False) -> str:
+    """First line a tool prints about its version ('' if it cannot run)."""
+    try:
+        if stdin_is_stdout:  # vsftpd -v writes to file descriptor 0
+            r, w = os.pipe()
+            with os.fdopen(r, "rb") as reader:
+                proc = subprocess.run(cmd, stdin=w, stdout=w, stderr=w, timeout=10, check=False)
+                os.close(w)
+                out = reader.read().decode(errors="replace")
+            del proc
+        else:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10,
+                                 check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+# ---- proxies --------------------------------------------------------------------------------
+
+
+@dataclass
+class Proxy:
+    """A running proxy process in front of an upstream server."""
+
+    name: str
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        return status_kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return status_kib(self.pid, "VmHWM")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with status {self.proc.returncode}; "
+                             f"see {self.log_path}")
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+
+def start_ftpdiag(upstream: Server, workdir: Path, tag: str) -> Proxy:
+    """``python -m ftpdiag proxy`` with JSON logging to a file, as a subprocess."""
+    log = workdir / f"ftpdiag-{upstream.name}-{tag}.jsonl"
+    log.unlink(missing_ok=True)
+    out = (workdir / f"ftpdiag-{upstream.name}-{tag}.stderr").open("ab")
+    cmd = [sys.executable, "-m", "ftpdiag", "proxy", "--listen", f"{HOST}:0",
+           "--upstream", f"{upstream.host}:{upstream.port}", "--log-file", str(log),
+           "--log-format", "json", "-q"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                            start_new_session=True, preexec_fn=raise_nofile)
+    out.close()
+    proxy = Proxy("ftpdiag", HOST, 0, proc, log)
+    try:
+        deadline = time.monotonic() + 20
+        while proxy.port == 0:
+            if time.monotonic() > deadline:
+                raise BenchError(f"ftpdiag proxy did not log proxy.listen within 20 s ({log})")
+            proxy.check_alive()
+            with contextlib.suppress(FileNotFoundError):
+                for line in log.read_text().splitlines():
+                    record = json.loads(line)
+                    if record.get("event") == "proxy.listen":
+                        proxy.port = int(str(record["listen"]).rsplit(":", 1)[1])
+            time.sleep(0.05)
+        wait_greeting(HOST, proxy.port, 10, proc)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy
+
+
+FTP_PROXY = "/usr/sbin/ftp-proxy"
+
+
+def ftp_proxy_available() -> str:
+    """'' if Debian's ftp-proxy can be run, else why not."""
+    if not os.access(FTP_PROXY, os.X_OK):
+        return f"{FTP_PROXY} is not installed (Debian package ftp-proxy)"
+    if os.geteuid() != 0:
+        return "ftp-proxy needs root here (it setuid()s to nobody)"
+    return ""
+
+
+def start_ftp_proxy(upstream: Server, workdir: Path) -> Proxy:
+    """Debian's ftp-proxy (SuSE proxy-suite) in standalone mode, not detached (``-d -n``).
+
+    It forks one child per client; MaxClients is capped at 512 by the program itself.
+    """
+    port = free_port()
+    conf = workdir / "ftp-proxy.conf"
+    log = workdir / "ftp-proxy.log"
+    conf.write_text(
+        "[-Global-]\n"
+        f"Listen {HOST}\nPort {port}\n"
+        f"DestinationAddress {upstream.host}\nDestinationPort {upstream.port}\n"
+        "DestinationTransferMode client\n"
+        "User nobody\nGroup nogroup\n"
+        "MaxClients 512\nForkLimit 100000\nTimeOut 900\n"
+        f"LogDestination {log}\nLogLevel INF\n"
+        "ServerType standalone\n"
+    )
+    out = (workdir / "ftp-proxy.stderr").open("ab")
+    proc = subprocess.Popen([FTP_PROXY, "-d", "-n", "-f", str(conf)], cwd=workdir,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                            start_new_session=True)
+    out.close()
+    proxy = Proxy("ftp-proxy", HOST, port, proc, log)
+    try:
+        wait_greeting(HOST, port, 10, proc)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy
