@@ -181,7 +181,9 @@ def _add_proxy(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ftpdiag", description="A live FTP session diagnostic proxy.")
     parser.add_argument("--version", action="version", version=f"ftpdiag {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
 
@@ -242,7 +244,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         proxy = start_proxy(reactor, args.listen, settings, emit, connector)
     except error.CannotListenError as exc:
         print(
-            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.socketError}",
+            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}:"
+            f" {exc.socketError}",
             file=sys.stderr,
         )
         if sandbox is not None:
@@ -264,7 +267,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             "proxy.exposed",
             {"listen": listen, "hint": "listening beyond loopback without --allow-client"},
         )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     if sandbox is not None:
         sandbox.stop()
         assert tmp is not None

@@ -104,7 +104,8 @@ class ConsoleRenderer:
         text = f"ftpdiag listening on {ev['listen']} → upstream {ev['upstream']}"
         if ev.get("sandbox"):
             text += (
-                f"\n{INDENT}built-in sandbox server: user {ev['user']}, password {ev['sandbox_password']},"
+                f"\n{INDENT}built-in sandbox server: user {ev['user']},"
+                f" password {ev['sandbox_password']},"
                 f" anonymous allowed\n{INDENT}try: {ev['try_cmd']}"
             )
         return self.paint(text, "bold")
@@ -122,7 +123,8 @@ class ConsoleRenderer:
     def _transfer_progress(self, ev: Mapping[str, Any]) -> str:
         rate = float(ev.get("rate_mbps") or 0) / 8
         return self.paint(
-            f"⋯ {ev['command']} {ev.get('path', '')}  {_human_bytes(int(ev['bytes']))}  {rate:.1f} MB/s",
+            f"⋯ {ev['command']} {ev.get('path', '')}  {_human_bytes(int(ev['bytes']))}"
+            f"  {rate:.1f} MB/s",
             "dim",
         )
 
@@ -130,7 +132,8 @@ class ConsoleRenderer:
         ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
         rate = float(ev.get("rate_mbps") or 0) / 8
         text = (
-            f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}  {_human_bytes(int(ev['bytes']))}"
+            f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}"
+            f"  {_human_bytes(int(ev['bytes']))}"
             f" in {ev['duration_ms']:.0f} ms  {rate:.1f} MB/s  outcome {ev['outcome']}"
         )
         return self.paint(text, "green" if ok else "red")
@@ -139,7 +142,8 @@ class ConsoleRenderer:
         seconds = float(ev.get("duration_ms") or 0) / 1000
         return (
             f"⇄ session closed  {seconds:.1f} s · {ev.get('commands')} commands · "
-            f"{ev.get('transfers')} transfers ({_human_bytes(int(ev.get('bytes') or 0))}) · {ev.get('reason')}"
+            f"{ev.get('transfers')} transfers ({_human_bytes(int(ev.get('bytes') or 0))})"
+            f" · {ev.get('reason')}"
         )
 
     def _session_summary(self, ev: Mapping[str, Any]) -> str:

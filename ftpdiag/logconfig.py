@@ -22,7 +22,14 @@ from ftpdiag.console import ConsoleRenderer
 
 EventDict = MutableMapping[str, Any]
 DEBUG_EVENTS = frozenset(
-    {"data.listen", "data.connect", "data.close", "data.passive", "upstream.connect", "control.closed"}
+    {
+        "data.listen",
+        "data.connect",
+        "data.close",
+        "data.passive",
+        "upstream.connect",
+        "control.closed",
+    }
 )
 SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})

@@ -42,7 +42,7 @@ def _reactor() -> Any:
     with _reactor_lock:
         if _reactor_thread is None:
             _reactor_thread = threading.Thread(
-                target=reactor.run,  # type: ignore[attr-defined]
+                target=reactor.run,
                 kwargs={"installSignalHandlers": False},
                 name="ftpdiag-reactor",
                 daemon=True,

@@ -153,14 +153,14 @@ def test_sigterm_closes_open_sessions_and_exits_zero(proxy: ProxyProcess) -> Non
 
 
 def test_upstream_refused_gives_421_and_a_remedy(tmp_path: Path) -> None:
-    """A closed upstream port: the client reads a 421 naming the cause; the log says how to fix it."""
+    """A closed upstream port: the client gets a 421 naming the cause; the log says how to fix it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     process = ProxyProcess(tmp_path, "--upstream", f"127.0.0.1:{closed_port}")
     try:
         with pytest.raises(
-            ftplib.error_temp, match="421 ftpdiag: cannot reach the server .*refused"
+            ftplib.error_temp, match=r"421 ftpdiag: cannot reach the server .*refused"
         ):
             ftplib.FTP().connect(*process.address, timeout=10)
         diagnosis = process.wait_for("diagnosis", rule="upstream.refused")

@@ -387,7 +387,7 @@ def retr_watching_order(control: RawControl, name: str) -> tuple[str, bytes, boo
     reply = control.cmd("PASV")
     assert reply.startswith("227"), reply
     with socket.create_connection(ftplib.parse227(reply), timeout=TIMEOUT) as conn:
-        assert control.cmd(f"RETR {name}").startswith("150")
+        assert control.cmd(f"RETR {name}")[:1] == "1"
         received, eof = b"", False
         while not control.has_line():
             ready = select.select([control.sock] + ([] if eof else [conn]), [], [], TIMEOUT)[0]

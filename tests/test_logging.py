@@ -17,11 +17,26 @@ from ftpdiag.console import ConsoleRenderer
 from ftpdiag.logconfig import configure, emit
 from ftpdiag.testing import ProxyHandle
 
-REPLY = {"session": "ab12", "code": 426, "text": "Failure writing network stream.", "command": "RETR",
-         "arg": "big.bin", "latency_ms": 3.5, "state": ["logged_in"], "meaning": "Transfer aborted"}
-DIAGNOSIS = {"session": "ab12", "code": 426, "rule": "transfer.aborted", "severity": "error",
-             "title": "Transfer aborted mid-way", "explanation": "The data connection closed.",
-             "remedy": "Retry and resume.", "evidence": {"bytes": 10}}
+REPLY = {
+    "session": "ab12",
+    "code": 426,
+    "text": "Failure writing network stream.",
+    "command": "RETR",
+    "arg": "big.bin",
+    "latency_ms": 3.5,
+    "state": ["logged_in"],
+    "meaning": "Transfer aborted",
+}
+DIAGNOSIS = {
+    "session": "ab12",
+    "code": 426,
+    "rule": "transfer.aborted",
+    "severity": "error",
+    "title": "Transfer aborted mid-way",
+    "explanation": "The data connection closed.",
+    "remedy": "Retry and resume.",
+    "evidence": {"bytes": 10},
+}
 
 
 @pytest.fixture
@@ -32,7 +47,9 @@ def streams() -> Iterator[tuple[io.StringIO, io.StringIO]]:
     structlog.reset_defaults()
 
 
-def test_console_shows_the_diagnosis_indented_under_its_reply(streams: tuple[io.StringIO, io.StringIO]) -> None:
+def test_console_shows_the_diagnosis_indented_under_its_reply(
+    streams: tuple[io.StringIO, io.StringIO],
+) -> None:
     """A reply line, then its diagnosis with the explanation and the fix, indented below it."""
     console, _ = streams
     emit("reply", dict(REPLY))
@@ -40,7 +57,10 @@ def test_console_shows_the_diagnosis_indented_under_its_reply(streams: tuple[io.
     lines = console.getvalue().splitlines()
     assert "ab12 ← 426 Failure writing network stream." in lines[0] and lines[0].endswith("3.5 ms")
     assert lines[1].startswith(" " * 15 + "✗ Transfer aborted mid-way")
-    assert lines[2].strip() == "The data connection closed." and lines[3].strip() == "Fix: Retry and resume."
+    assert (
+        lines[2].strip() == "The data connection closed."
+        and lines[3].strip() == "Fix: Retry and resume."
+    )
     assert all(len(line) <= 100 for line in lines)
 
 
@@ -80,7 +100,9 @@ def test_capture_logs_sees_events() -> None:
     """structlog's capture_logs works with ftpdiag's emit (for users' own tests)."""
     with capture_logs() as logs:
         emit("command", {"session": "s1", "verb": "NOOP", "arg": ""})
-    assert logs == [{"event": "command", "session": "s1", "verb": "NOOP", "arg": "", "log_level": "info"}]
+    assert logs == [
+        {"event": "command", "session": "s1", "verb": "NOOP", "arg": "", "log_level": "info"}
+    ]
 
 
 def test_colour_only_when_asked() -> None:
@@ -136,4 +158,7 @@ def test_non_utf8_bytes_are_relayed_untouched(ftpdiag_proxy) -> None:  # type: i
     assert upstream.received == b"CWD d\xc3(\xe9r\r\n"
     assert answer == b"250 r\xe9pertoire \xc3( ok\r\n"
     reply = proxy.wait_for("reply", command="CWD")
-    assert "\ufffd" in reply["text"] and proxy.wait_for("command", verb="CWD")["arg"] == "d\ufffd(\ufffdr"
+    assert (
+        "\ufffd" in reply["text"]
+        and proxy.wait_for("command", verb="CWD")["arg"] == "d\ufffd(\ufffdr"
+    )

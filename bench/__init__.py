@@ -1,0 +1,1 @@
+"""Benchmarks of the ftpdiag proxy against direct connections (``python -m bench``)."""
