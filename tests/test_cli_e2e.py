@@ -153,7 +153,7 @@ def test_sigterm_closes_open_sessions_and_exits_zero(proxy: ProxyProcess) -> Non
 
 
 def test_upstream_refused_gives_421_and_a_remedy(tmp_path: Path) -> None:
-    """A closed upstream port: the client gets a 421 naming the cause; the log says how to fix it."""
+    """A closed upstream port: the client gets a 421 with the cause; the log says how to fix it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
