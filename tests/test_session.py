@@ -221,17 +221,29 @@ def test_final_reply_waits_for_the_data_to_be_delivered() -> None:
     )
 
 
-def test_abort_keeps_426_then_226_in_order() -> None:
-    """ABOR: the held 426 and the 226 answering ABOR reach the client in that order."""
+def test_abort_relays_426_then_226_at_once() -> None:
+    """ABOR: the client waits for replies, not for abandoned data: 426 and 226 pass in order
+    at once, the pipe is aborted, and the transfer ends as aborted by the client."""
     s, _ = logged_in()
     passive_transfer(s)
     s.handle(FromServer(b"150 here\r\n"))
     s.handle(FromClient(b"\xff\xf4\xff\xf2ABOR\r\n"))
     out = s.handle(FromServer(b"426 aborted\r\n226 ABOR ok\r\n"))
-    assert FinishData(1, abort=True) in out and wire(out, ToClient) == b""
-    out = s.handle(DataClosed(1, 4096, 0, "closed", "reset", "server", 0.1))
+    assert FinishData(1, abort=True) in out
     assert wire(out, ToClient) == b"426 aborted\r\n226 ABOR ok\r\n"
+    out = s.handle(DataClosed(1, 4096, 0, "closed", "reset", "server", 0.1))
     assert facts(out, "transfer.end")[0]["aborted_by"] == "client"
+
+
+def test_server_426_drains_what_got_through() -> None:
+    """A server 426 means its end closed: the pipe drains and 426 waits for the data."""
+    s, _ = logged_in()
+    passive_transfer(s)
+    s.handle(FromServer(b"150 here\r\n"))
+    out = s.handle(FromServer(b"426 Connection closed; transfer aborted.\r\n"))
+    assert FinishData(1, abort=False) in out and wire(out, ToClient) == b""
+    out = s.handle(DataClosed(1, 5000, 0, "eof", "eof", "server", 0.1))
+    assert wire(out, ToClient).startswith(b"426 ")
 
 
 def test_data_closed_before_final_reply_relays_it_at_once() -> None:

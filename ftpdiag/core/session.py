@@ -311,10 +311,20 @@ class Session:
         else:
             self._track_settings(command)
             if verb == "ABOR":
-                for transfer in self._transfers.values():
-                    if not transfer.ended and transfer.final_code is None:
-                        transfer.aborted_by = "client"
+                self._client_abort()
             self._send_command(command, raw)
+
+    def _client_abort(self) -> None:
+        """ABOR: mark the unfinished transfers and stop holding a final reply behind their data.
+
+        A client that sent ABOR waits for replies, not for the data it abandons; holding the
+        final reply until that data is read would deadlock both until the drain timeout.
+        """
+        for transfer in self._transfers.values():
+            if not transfer.ended and (transfer.final_code is None or not transfer.closed):
+                transfer.aborted_by = "client"
+        if self._hold_pipe is not None:
+            self._release_held()
 
     def _track_settings(self, command: Command) -> None:
         if command.verb == "TYPE" and command.arg:
@@ -496,6 +506,12 @@ class Session:
         if setup is None:
             self._send_command(command, command.raw)
             return
+        if setup.failed is not None:
+            # The pipe is gone: forwarded, the command would make the server wait for a data
+            # connection that never comes (pyftpdlib: 30 s, then 421), so answer it here.
+            text = f"ftpdiag: cannot open the data connection: {setup.failed}."
+            self._proxy_reply(425, text, command)
+            return
         transfer = Transfer(
             pipe=setup.pipe,
             verb=command.verb,
@@ -528,8 +544,14 @@ class Session:
             self._to_client(reply.raw)
             self._end_transfer(transfer, reply.code)
             return
-        self._out.append(FinishData(transfer.pipe, abort=reply.code >= 400))
-        if self._hold_pipe is None:
+        # 426 says the server closed the data connection: what it sent before is still in flight
+        # (perhaps unread by the proxy under back-pressure) and must reach the client, so the
+        # pipe drains. Other errors may leave the server's end open: abort. After the client's
+        # ABOR the data is unwanted, and the client waits for this reply: abort, do not hold.
+        client_abort = transfer.aborted_by == "client"
+        abort = client_abort or (reply.code >= 400 and reply.code != 426)
+        self._out.append(FinishData(transfer.pipe, abort=abort))
+        if self._hold_pipe is None and not client_abort:
             self._hold_pipe = transfer.pipe
         self._to_client(reply.raw)
 
@@ -552,6 +574,8 @@ class Session:
 
     def _on_data_failed(self, ev: DataFailed) -> None:
         setup = self._setups.get(ev.pipe)
+        if setup is not None and setup.failed is None:
+            setup.failed = f"{ev.side} side {ev.kind}"
         self._fact(
             "data.failed",
             pipe=ev.pipe,
@@ -589,8 +613,8 @@ class Session:
 
     def _on_data_closed(self, ev: DataClosed) -> None:
         self._setups.pop(ev.pipe, None)
-        if self._setup is not None and self._setup.pipe == ev.pipe:
-            self._setup = None
+        if self._setup is not None and self._setup.pipe == ev.pipe and self._setup.failed is None:
+            self._setup = None  # a failed set-up stays, so that its transfer command gets 425
         transfer = self._transfers.get(ev.pipe)
         if transfer is not None:
             transfer.closed = True
@@ -612,10 +636,14 @@ class Session:
             elif self.config.completion_timeout > 0:
                 self._out.append(StartTimer(f"completion:{ev.pipe}", self.config.completion_timeout))
         if self._hold_pipe == ev.pipe:
-            self._hold_pipe = None
-            held, self._held = self._held, []
-            for data in held:
-                self._to_client(data)
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Send the client the replies held back behind a transfer's data, in order."""
+        self._hold_pipe = None
+        held, self._held = self._held, []
+        for data in held:
+            self._to_client(data)
 
     def _end_transfer(self, transfer: Transfer, outcome: int | str) -> None:
         if transfer.ended:

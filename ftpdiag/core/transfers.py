@@ -31,7 +31,8 @@ class DataSetup:
     client_listen: tuple[str, int] | None = None
     server_listen: tuple[str, int] | None = None
     server_target: tuple[str, int] | None = None
-    ready: bool = False
+    #: Why an end of the pipe could not be connected (refused, timed out…), once it failed.
+    failed: str | None = None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,163 @@
+"""TLS for both sides of the proxy, with the session resumption FTPS servers demand.
+
+Toward clients the proxy is a TLS server with one ``SSL.Context`` per listener and a session-id
+context, so a client's data connection can resume its control connection's session (clients
+such as curl and lftp do, and some check it). Toward the server the proxy is a TLS client
+that verifies the certificate (system trust plus ``--upstream-ca``) and, on data connections,
+offers the control connection's session: vsftpd with ``require_ssl_reuse=YES`` and FileZilla
+Server refuse a data connection that does not resume it (RFC 4217 §10.2 leaves this to them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+from OpenSSL._util import lib as _ssl_lib
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from zope.interface import implementer
+
+# OpenSSL's X509_V_ERR_* numbers for the reasons a person can act on.
+VERIFY_REASONS = {
+    9: "certificate not yet valid",
+    10: "certificate expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in the chain",
+    20: "unknown certificate authority (issuer not trusted)",
+    21: "unknown certificate authority (cannot verify the first certificate)",
+    62: "wrong host name",
+    64: "wrong IP address",
+}
+
+
+def _context(method: int = SSL.TLS_METHOD) -> SSL.Context:
+    ctx = SSL.Context(method)
+    ctx.set_options(SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION)
+    return ctx
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ClientFacingTLS:
+    """The proxy's TLS server side: its certificate, and sessions clients can resume."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = _context()
+        self.context.use_certificate_chain_file(str(cert))
+        self.context.use_privatekey_file(str(key))
+        self.context.check_privatekey()
+        self.context.set_session_id(b"ftpdiag")
+        self.context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        conn = SSL.Connection(self.context, None)
+        conn.set_app_data(tlsProtocol)
+        return conn
+
+    def getContext(self) -> SSL.Context:  # the older IOpenSSLContextFactory interface
+        return self.context
+
+
+@dataclass
+class UpstreamTLS:
+    """How the proxy speaks TLS to the server: trust, and the name to verify."""
+
+    server_name: str
+    verify: bool = True
+    ca_file: Path | None = None
+    context: SSL.Context = field(init=False, repr=False)
+    failures: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.context = _context()
+        if self.verify:
+            self.context.set_default_verify_paths()
+            if self.ca_file is not None:
+                self.context.load_verify_locations(str(self.ca_file))
+            self.context.set_verify(SSL.VERIFY_PEER, self._record)
+        else:
+            self.context.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+        self.context.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
+
+    def _record(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+        if not ok and id(conn) not in self.failures:
+            self.failures[id(conn)] = errno
+        return bool(ok)
+
+    def failure_reason(self, conn: SSL.Connection | None) -> str | None:
+        """Why verification failed on ``conn``, in words, if it did."""
+        if conn is None:
+            return None
+        errno = self.failures.pop(id(conn), None)
+        if errno is None:
+            return None
+        return VERIFY_REASONS.get(errno, f"certificate verification error {errno}")
+
+    def creator(self, resume: Callable[[], SSL.Session | None] | None = None) -> UpstreamConnection:
+        return UpstreamConnection(self, resume)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class UpstreamConnection:
+    """Creates the proxy's TLS client connection, resuming a session when one is given."""
+
+    def __init__(self, tls: UpstreamTLS, resume: Callable[[], SSL.Session | None] | None) -> None:
+        self.tls = tls
+        self.resume = resume
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        conn = SSL.Connection(self.tls.context, None)
+        conn.set_app_data(tlsProtocol)
+        name = self.tls.server_name
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            conn.set_tlsext_host_name(name.encode("idna"))
+        session = self.resume() if self.resume is not None else None
+        if session is not None:
+            conn.set_session(session)
+        conn.set_connect_state()
+        return conn
+
+
+def check_peer_name(conn: SSL.Connection, name: str) -> str | None:
+    """Service-identity check of the server certificate against the name dialled."""
+    from service_identity import VerificationError
+    from service_identity.pyopenssl import verify_hostname, verify_ip_address
+
+    try:
+        ipaddress.ip_address(name)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    try:
+        if is_ip:
+            verify_ip_address(conn, name)
+        else:
+            verify_hostname(conn, name)
+    except VerificationError:
+        return "wrong IP address" if is_ip else "wrong host name"
+    except Exception as exc:  # noqa: BLE001 - a certificate without usable names
+        return f"certificate names cannot be checked ({type(exc).__name__})"
+    return None
+
+
+def tls_facts(conn: SSL.Connection) -> dict[str, Any]:
+    """What the log records of a TLS connection: version, cipher, resumption, peer."""
+    facts: dict[str, Any] = {
+        "version": conn.get_protocol_version_name(),
+        "cipher": conn.get_cipher_name(),
+        "resumed": bool(_ssl_lib.SSL_session_reused(conn._ssl)),  # pyOpenSSL has no accessor
+    }
+    cert = conn.get_peer_certificate()
+    if cert is not None:
+        crypto = cert.to_cryptography()
+        facts["peer_subject"] = crypto.subject.rfc4514_string()
+        facts["peer_not_after"] = crypto.not_valid_after_utc.isoformat()
+    return facts
