@@ -28,6 +28,7 @@ from ftpdiag.core.events import Address
 from ftpdiag.core.session import SessionConfig
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.data import DataTimeouts
+from ftpdiag.proxy.tls import ProxyTLS
 from ftpdiag.proxy.upstream import Resolver
 
 _reactor_lock = threading.Lock()
@@ -111,6 +112,7 @@ def start_proxy_thread(
     resolver: Resolver | None = None,
     connect_timeout: float = 5.0,
     listen: Address = ("127.0.0.1", 0),
+    tls: ProxyTLS | None = None,
     **session_options: Any,
 ) -> ProxyHandle:
     """Start a proxy in the reactor thread; ``session_options`` are ``SessionConfig`` fields."""
@@ -124,6 +126,7 @@ def start_proxy_thread(
         session=config,
         data=data or DataTimeouts(),
         access=access or AccessPolicy(),
+        tls=tls or ProxyTLS(),
     )
     handle = ProxyHandle(address=listen)
 

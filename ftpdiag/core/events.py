@@ -125,6 +125,33 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSEstablished:
+    """A TLS handshake finished on a control connection (``pipe`` None) or a data end."""
+
+    side: Side
+    facts: Mapping[str, Any]
+    pipe: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFailed:
+    """A TLS handshake failed; ``reason`` is the short cause, ``detail`` OpenSSL's words."""
+
+    side: Side
+    reason: str
+    detail: str
+    pipe: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlindTraffic:
+    """Bytes relayed unread after the proxy went blind (TLS pass-through)."""
+
+    to_client: int
+    to_server: int
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """The proxy is stopping (SIGINT/SIGTERM)."""
 
@@ -145,6 +172,9 @@ Input = (
     | DataClosed
     | TimerFired
     | Shutdown
+    | TLSEstablished
+    | TLSFailed
+    | BlindTraffic
 )
 
 
@@ -171,6 +201,7 @@ class ListenData:
     side: Side
     host: str
     allow_host: str
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +211,7 @@ class DialData:
     pipe: int
     side: Side
     address: Address
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +241,18 @@ class CloseControl:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Begin TLS on a control connection: as server toward the client, as client upstream."""
+
+    side: Side
+
+
+@dataclass(frozen=True, slots=True)
+class GoBlind:
+    """TLS pass-through: relay both control connections unread from now on."""
+
+
+@dataclass(frozen=True, slots=True)
 class Fact:
     """A record for the log and the diagnosis engine: an event name and JSON-safe fields."""
 
@@ -225,5 +269,7 @@ Output = (
     | StartTimer
     | CancelTimer
     | CloseControl
+    | StartTLS
+    | GoBlind
     | Fact
 )

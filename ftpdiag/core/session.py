@@ -19,6 +19,7 @@ from typing import Any, Literal
 from ftpdiag.core import addresses as addr
 from ftpdiag.core.events import (
     Address,
+    BlindTraffic,
     CancelTimer,
     CloseControl,
     ControlClosed,
@@ -41,6 +42,8 @@ from ftpdiag.core.events import (
     StartTimer,
     TimerFired,
     ToClient,
+    TLSEstablished,
+    TLSFailed,
     ToServer,
     UpstreamConnected,
     UpstreamFailed,
@@ -54,27 +57,17 @@ from ftpdiag.core.messages import (
     ReplyAssembler,
     parse_command,
 )
+from ftpdiag.core.config import SessionConfig
+from ftpdiag.core.ftps import FTPSMixin
 from ftpdiag.core.transfers import TRANSFER_VERBS, DataSetup, Mode, Transfer
 
-UpstreamMode = Literal["same", "passive", "active", "auto"]
-Purpose = Literal["relay", "greeting", "server-passive", "server-active", "transfer"]
+Purpose = Literal[
+    "relay", "greeting", "server-passive", "server-active", "transfer", "auth", "internal"
+]
 
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
 UNSUPPORTED = {"LPRT": "EPRT", "LPSV": "EPSV"}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """Behaviour knobs; the CLI maps its flags onto these."""
-
-    upstream_mode: UpstreamMode = "same"
-    use_pasv_address: bool = False
-    max_line: int = 8192
-    max_reply_bytes: int = 1 << 20
-    greeting_timeout: float = 10.0
-    completion_timeout: float = 30.0
-    idle_timeout: float = 0.0
 
 
 @dataclass(slots=True)
@@ -100,7 +93,7 @@ def _crlf(text: str) -> bytes:
     return text.encode("utf-8", errors="replace") + b"\r\n"
 
 
-class Session:
+class Session(FTPSMixin):
     """One proxied FTP session, sans IO."""
 
     def __init__(
@@ -121,8 +114,6 @@ class Session:
         self.started = clock()
         self.closed = False
         self.logged_in = False
-        self.tls = False
-        self.prot_p = False
         self.type = "A"
         self.rest = 0
         self._out: list[Output] = []
@@ -143,6 +134,7 @@ class Session:
         self._last_mode: Mode | None = None
         self._pipe_connected: dict[int, int] = {}
         self._counts = _Counters()
+        self._init_tls()
 
     # ---- entry point ----------------------------------------------------------------
     def start(self) -> list[Output]:
@@ -248,6 +240,9 @@ class Session:
             self._fact("control.closed", side="client", clean=ev.clean, detail=ev.detail)
             self._close("client closed" if ev.clean else "client reset")
 
+    def _on_blind_traffic(self, ev: BlindTraffic) -> None:
+        self._fact("tls.blind_traffic", to_client=ev.to_client, to_server=ev.to_server)
+
     def _on_shutdown(self, ev: Shutdown) -> None:
         self._proxy_reply(421, "ftpdiag: the proxy is shutting down.")
         self._close(ev.reason)
@@ -288,7 +283,7 @@ class Session:
         self._drain_client_lines()
 
     def _drain_client_lines(self) -> None:
-        while self._queued and not self._waiting_listeners and not self.closed:
+        while self._queued and not (self._waiting_listeners or self._tls_gate or self.closed):
             self._on_command(self._queued.popleft())
 
     def _on_command(self, raw: bytes) -> None:
@@ -304,8 +299,9 @@ class Session:
             self._fact("proxy.unsupported", verb=verb, instead=UNSUPPORTED[verb])
             self._proxy_reply(502, f"{verb} is not supported by ftpdiag; use {UNSUPPORTED[verb]}.", command)
         elif verb == "AUTH":
-            self._fact("proxy.unsupported", verb=verb, instead="plain FTP")
-            self._proxy_reply(502, "AUTH is not supported by this ftpdiag listener; continuing in plain FTP.", command)
+            self._client_auth(command)
+        elif verb in ("PBSZ", "PROT", "CCC") and self._client_protection(command):
+            return
         elif verb in TRANSFER_VERBS:
             self._transfer_command(command)
         else:
@@ -356,7 +352,7 @@ class Session:
             assert self.upstream_local is not None and self.upstream_peer is not None
             host, allow = self.upstream_local[0], self.upstream_peer[0]
         self._waiting_listeners.add((setup.pipe, side))
-        self._out.append(ListenData(setup.pipe, side, host, allow))
+        self._out.append(ListenData(setup.pipe, side, host, allow, self._prot_p_of(side)))
 
     def _when_listening(self, then: Callable[[], None]) -> None:
         if self._waiting_listeners:
@@ -483,7 +479,7 @@ class Session:
             dialled=f"{dial[0]}:{dial[1]}",
             control_peer=self.upstream_peer[0],
         )
-        self._out.append(DialData(setup.pipe, "server", dial))
+        self._out.append(DialData(setup.pipe, "server", dial, self.server_prot_p))
         self._to_client(self._client_facing_data_reply(setup, reply))
 
     def _on_server_active_reply(self, pending: Pending, reply: Reply) -> None:
@@ -530,7 +526,7 @@ class Session:
         self._fact("transfer.start", **transfer.start_fields())
         if setup.client_mode == "active":
             assert setup.client_target is not None
-            self._out.append(DialData(setup.pipe, "client", setup.client_target))
+            self._out.append(DialData(setup.pipe, "client", setup.client_target, self.client_prot_p))
         self._send_command(command, command.raw, "transfer", setup.pipe)
 
     def _on_transfer_final(self, pending: Pending, reply: Reply) -> None:
@@ -682,10 +678,7 @@ class Session:
         if pending is not None and pending.purpose == "greeting":
             tags.append("greeting")
         tags.append("logged_in" if self.logged_in else "before_login")
-        if self.tls:
-            tags.append("tls")
-        if self.prot_p:
-            tags.append("prot_p")
+        tags += self._tls_tags()
         pipe = pending.pipe if pending else None
         transfer = self._transfers.get(pipe or 0)
         mode = transfer.client_mode if transfer else self._last_mode
@@ -725,6 +718,12 @@ class Session:
         if pending.purpose == "greeting":
             self._out.append(CancelTimer("greeting"))
             self._to_client(reply.raw)
+            if reply.code == 220:
+                self._begin_upstream_tls()
+            return
+        if pending.purpose == "internal":
+            if not reply.preliminary and command is not None:
+                self._on_internal_reply(command, reply)
             return
         if reply.preliminary:
             self._to_client(reply.raw)
@@ -737,6 +736,8 @@ class Session:
             self._on_server_active_reply(pending, reply)
         elif pending.purpose == "transfer":
             self._on_transfer_final(pending, reply)
+        elif pending.purpose == "auth":
+            self._on_auth_reply(reply)
         else:
             self._to_client(reply.raw)
 
@@ -745,8 +746,8 @@ class Session:
             self.logged_in = True
         elif command.verb == "REIN" and reply.code == 220:
             self.logged_in = False
-        elif command.verb == "PROT" and reply.code == 200:
-            self.prot_p = command.arg.strip().upper() == "P"
+        elif command.verb == "PROT":
+            self._after_protection_reply(command, reply)
 
     _handlers: dict[type, Callable[[Session, Any], None]] = {
         UpstreamConnected: _on_upstream_connected,
@@ -762,4 +763,7 @@ class Session:
         DataClosed: _on_data_closed,
         TimerFired: _on_timer,
         Shutdown: _on_shutdown,
+        TLSEstablished: FTPSMixin._on_tls_established,
+        TLSFailed: FTPSMixin._on_tls_failed,
+        BlindTraffic: _on_blind_traffic,
     }

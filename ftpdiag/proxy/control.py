@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ftpdiag.core.events import (
     Address,
+    BlindTraffic,
     CancelTimer,
     CloseControl,
     ControlClosed,
@@ -30,12 +32,17 @@ from ftpdiag.core.events import (
     FinishData,
     FromClient,
     FromServer,
+    GoBlind,
     Input,
     ListenData,
     Output,
     Shutdown,
+    Side,
     StartTimer,
+    StartTLS,
     TimerFired,
+    TLSEstablished,
+    TLSFailed,
     ToClient,
     ToServer,
     UpstreamConnected,
@@ -44,6 +51,13 @@ from ftpdiag.core.events import (
 from ftpdiag.core.session import Session, SessionConfig
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
+from ftpdiag.proxy.tls import (
+    ProxyTLS,
+    check_peer_name,
+    classify_handshake,
+    openssl_detail,
+    tls_facts,
+)
 from ftpdiag.proxy.upstream import UpstreamConnector
 from ftpdiag.rules.engine import Diagnoser
 
@@ -58,6 +72,7 @@ class ProxySettings:
     session: SessionConfig = field(default_factory=SessionConfig)
     data: DataTimeouts = field(default_factory=DataTimeouts)
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    tls: ProxyTLS = field(default_factory=ProxyTLS)
 
 
 def _set_oobinline(transport: Any) -> None:
@@ -80,24 +95,56 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}" if tb else "?"
 
 
+@implementer(IHandshakeListener)
 class ServerControl(Protocol):
     """The proxy's control connection to the upstream server."""
 
     def __init__(self, owner: ClientControl) -> None:
         self.owner = owner
+        self.handshaking = False
 
     def connectionMade(self) -> None:
         _set_oobinline(self.transport)
+        if self.owner.factory.settings.session.upstream_tls == "implicit":
+            self.start_tls()
+
+    def start_tls(self) -> None:
+        self.handshaking = True
+        self.owner.factory.settings.tls.start(self.transport, "server", True)
+
+    def handshakeCompleted(self) -> None:
+        self.handshaking = False
+        conn = self.transport.getHandle()  # type: ignore[union-attr]
+        upstream = self.owner.factory.settings.tls.upstream
+        if upstream is not None and upstream.verify:
+            wrong = check_peer_name(conn, upstream.server_name)
+            if wrong is not None:
+                self.owner.feed(TLSFailed("server", wrong, f"certificate does not name {upstream.server_name}"))
+                self.transport.abortConnection()  # type: ignore[union-attr]
+                return
+        self.owner.feed(TLSEstablished("server", tls_facts(conn)))
 
     def dataReceived(self, data: bytes) -> None:
+        if self.owner.blind:
+            self.owner.blind_bytes[0] += len(data)
+            self.owner.transport.write(data)  # type: ignore[union-attr]
+            return
         self.owner.feed(FromServer(data))
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         self.owner.server = None
+        if self.handshaking:
+            self.handshaking = False
+            upstream = self.owner.factory.settings.tls.upstream
+            handle = getattr(self.transport, "getHandle", lambda: None)()
+            verify = upstream.failure_reason(handle) if upstream is not None else None
+            detail = openssl_detail(reason)
+            self.owner.feed(TLSFailed("server", classify_handshake(detail, verify), detail))
         clean = bool(reason.check(error.ConnectionDone))
         self.owner.feed(ControlClosed("server", clean, reason.getErrorMessage()))
 
 
+@implementer(IHandshakeListener)
 class ClientControl(Protocol):
     """One client's control connection, and the owner of its session."""
 
@@ -114,6 +161,9 @@ class ClientControl(Protocol):
         self.timers: dict[str, IDelayedCall] = {}
         self._inbox: deque[Input] = deque()
         self._busy = False
+        self.handshaking = False
+        self.blind = False
+        self.blind_bytes = [0, 0]  # to client, to server
 
     # ---- Twisted callbacks -------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -128,13 +178,34 @@ class ClientControl(Protocol):
             clock=self.reactor.seconds,
         )
         self._execute(self.session.start())
+        if settings.session.client_tls == "implicit":
+            self._start_client_tls()
         connecting = self.factory.connector.connect(settings.upstream, lambda: ServerControl(self))
         connecting.addCallbacks(self._upstream_up, self._upstream_failed)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.blind:
+            self.blind_bytes[1] += len(data)
+            if self.server is not None:
+                self.server.transport.write(data)  # type: ignore[union-attr]
+            return
         self.feed(FromClient(data))
 
+    def handshakeCompleted(self) -> None:
+        self.handshaking = False
+        self.feed(TLSEstablished("client", tls_facts(self.transport.getHandle())))  # type: ignore[union-attr]
+
+    def _start_client_tls(self) -> None:
+        self.handshaking = True
+        self.factory.settings.tls.start(self.transport, "client", True)
+
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        if self.handshaking:
+            self.handshaking = False
+            detail = openssl_detail(reason)
+            self.feed(TLSFailed("client", classify_handshake(detail), detail))
+        if self.blind:
+            self.feed(BlindTraffic(*self.blind_bytes))
         clean = bool(reason.check(error.ConnectionDone))
         self.feed(ControlClosed("client", clean, reason.getErrorMessage()))
         self._teardown()
@@ -184,9 +255,9 @@ class ClientControl(Protocol):
                 for event, fields in self.diagnoser.process(out.event, dict(out.fields)):
                     self.factory.sink(event, {"session": self.sid, **fields})
             elif isinstance(out, ListenData):
-                self._pipe(out.pipe).listen(out.side, out.host, out.allow_host)
+                self._pipe(out.pipe).listen(out.side, out.host, out.allow_host, out.tls)
             elif isinstance(out, DialData):
-                self._pipe(out.pipe).dial(out.side, out.address)
+                self._pipe(out.pipe).dial(out.side, out.address, out.tls)
             elif isinstance(out, FinishData):
                 pipe = self.pipes.get(out.pipe)
                 if pipe is not None:
@@ -198,13 +269,31 @@ class ClientControl(Protocol):
                 self._cancel_timer(out.name)
             elif isinstance(out, CloseControl):
                 self._teardown()
+            elif isinstance(out, StartTLS):
+                if out.side == "client":
+                    self._start_client_tls()
+                elif self.server is not None:
+                    self.server.start_tls()
+            elif isinstance(out, GoBlind):
+                self.blind = True
 
     def _pipe(self, pipe_id: int) -> DataPipe:
         pipe = self.pipes.get(pipe_id)
         if pipe is None:
-            pipe = DataPipe(pipe_id, self.reactor, self._pipe_report(pipe_id), self.factory.settings.data)
+            pipe = DataPipe(
+                pipe_id, self.reactor, self._pipe_report(pipe_id), self.factory.settings.data,
+                self._start_data_tls,
+            )
             self.pipes[pipe_id] = pipe
         return pipe
+
+    def _start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
+        """Data-channel TLS; toward the server it resumes the control connection's session."""
+        server = self.server
+        resume = None
+        if side == "server" and server is not None and server.transport is not None:
+            resume = server.transport.getHandle().get_session  # type: ignore[union-attr]
+        self.factory.settings.tls.start(transport, side, normal, resume)
 
     def _pipe_report(self, pipe_id: int) -> Callable[[Input], None]:
         def report(event: Input) -> None:

@@ -18,7 +18,9 @@ from twisted.internet import error
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ftpdiag.core.addresses import same_host
 from ftpdiag.core.events import (
@@ -32,7 +34,10 @@ from ftpdiag.core.events import (
     EndState,
     Input,
     Side,
+    TLSEstablished,
+    TLSFailed,
 )
+from ftpdiag.proxy.tls import classify_handshake, openssl_detail, tls_facts
 
 READ_SIZE = 1 << 20
 OTHER: dict[Side, Side] = {"client": "server", "server": "client"}
@@ -47,18 +52,32 @@ class DataTimeouts:
     progress: float = 5.0
 
 
+@implementer(IHandshakeListener)
 class DataEnd(Protocol):
     """One socket of a pipe; it only forwards what it reads to the pipe."""
 
-    def __init__(self, pipe: DataPipe, side: Side) -> None:
+    def __init__(self, pipe: DataPipe, side: Side, accepted: bool) -> None:
         self.pipe = pipe
         self.side = side
+        self.accepted = accepted
         self.received = 0
         self.lost = False
+        self.handshaking = False
 
     def connectionMade(self) -> None:
-        self.transport.bufferSize = READ_SIZE  # type: ignore[attr-defined]
+        self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
+        if self.side in self.pipe.tls_sides:
+            # RFC 4217 §7: whoever dialled, the FTP client is the TLS client and the server
+            # the TLS server, so the proxy is TLS server toward clients, client toward servers.
+            self.handshaking = True
+            normal = self.accepted == (self.side == "client")
+            self.pipe.start_tls(self.transport, self.side, normal)
         self.pipe.end_connected(self)
+
+    def handshakeCompleted(self) -> None:
+        self.handshaking = False
+        facts = tls_facts(self.transport.getHandle())  # type: ignore[union-attr]
+        self.pipe.report(TLSEstablished(self.side, facts, self.pipe.id))
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -68,6 +87,9 @@ class DataEnd(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.handshaking:
+            detail = openssl_detail(reason)
+            self.pipe.report(TLSFailed(self.side, classify_handshake(detail), detail, self.pipe.id))
         self.pipe.end_lost(self, reason)
 
 
@@ -80,7 +102,7 @@ class _ListenFactory(Factory):
             self.pipe.report(DataRejected(self.pipe.id, self.side, (addr.host, addr.port)))
             return None
         self.pipe.stop_listening(self.side)
-        return DataEnd(self.pipe, self.side)
+        return DataEnd(self.pipe, self.side, accepted=True)
 
 
 class _DialFactory(ClientFactory):
@@ -89,7 +111,7 @@ class _DialFactory(ClientFactory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         self.pipe.dialling.discard(self.side)
-        return DataEnd(self.pipe, self.side)
+        return DataEnd(self.pipe, self.side, accepted=False)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.pipe.dialling.discard(self.side)
@@ -116,6 +138,7 @@ class DataPipe:
         reactor: Any,
         report: Callable[[Input], None],
         timeouts: DataTimeouts,
+        start_tls: Callable[[Any, Side, bool], None] | None = None,
     ) -> None:
         self.id = pipe_id
         self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
@@ -131,9 +154,17 @@ class DataPipe:
         self.progress: LoopingCall | None = None
         self.finishing = False
         self.done = False
+        self.tls_sides: set[Side] = set()
+        self._start_tls = start_tls
+
+    def start_tls(self, transport: Any, side: Side, normal: bool) -> None:
+        assert self._start_tls is not None
+        self._start_tls(transport, side, normal)
 
     # ---- set-up ------------------------------------------------------------------------
-    def listen(self, side: Side, host: str, allow_host: str) -> None:
+    def listen(self, side: Side, host: str, allow_host: str, tls: bool = False) -> None:
+        if tls:
+            self.tls_sides.add(side)
         try:
             port = self.reactor.listenTCP(0, _ListenFactory(self, side, allow_host), interface=host)
         except error.CannotListenError as exc:
@@ -145,7 +176,9 @@ class DataPipe:
         bound = port.getHost()
         self.report(DataListening(self.id, side, (bound.host, bound.port)))  # type: ignore[attr-defined]
 
-    def dial(self, side: Side, address: Address) -> None:
+    def dial(self, side: Side, address: Address, tls: bool = False) -> None:
+        if tls:
+            self.tls_sides.add(side)
         self.dialling.add(side)
         self.reactor.connectTCP(
             address[0], address[1], _DialFactory(self, side), timeout=self.timeouts.connect
@@ -186,6 +219,9 @@ class DataPipe:
             self.first_closed = end.side
         other = self.ends[OTHER[end.side]]
         if other is not None and not other.lost:
+            # The lost end no longer produces; a TLS transport would otherwise wait for its
+            # producer to go before sending close_notify, and never close.
+            other.transport.unregisterProducer()  # type: ignore[union-attr]
             if state == "eof":
                 other.transport.loseConnection()  # type: ignore[union-attr]
             else:

@@ -161,3 +161,48 @@ def tls_facts(conn: SSL.Connection) -> dict[str, Any]:
         facts["peer_subject"] = crypto.subject.rfc4514_string()
         facts["peer_not_after"] = crypto.not_valid_after_utc.isoformat()
     return facts
+
+
+def openssl_detail(failure: Any) -> str:
+    """OpenSSL's own words from a failed handshake (``SSL.Error`` carries a list of tuples)."""
+    value = getattr(failure, "value", failure)
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        parts = [str(item[-1]) for item in value.args[0] if isinstance(item, tuple)]
+        if parts:
+            return "; ".join(parts)
+    text = str(value) or type(value).__name__
+    return text
+
+
+def classify_handshake(detail: str, verify_reason: str | None = None) -> str:
+    """A short reason a person can act on, from OpenSSL's detail."""
+    if verify_reason:
+        return verify_reason
+    d = detail.lower()
+    if any(w in d for w in ("unknown ca", "certificate unknown", "bad certificate")):
+        return "the peer does not trust the certificate"
+    if any(w in d for w in ("wrong version", "unsupported protocol", "no protocols", "version too")):
+        return "TLS version mismatch"
+    if "certificate verify failed" in d:
+        return "certificate verification failed"
+    if "http request" in d or "packet length" in d or "record layer" in d:
+        return "the peer does not speak TLS"
+    return "handshake failed"
+
+
+@dataclass
+class ProxyTLS:
+    """The TLS material of a proxy listener: what it shows clients, how it trusts servers."""
+
+    client_facing: ClientFacingTLS | None = None
+    upstream: UpstreamTLS | None = None
+
+    def start(self, transport: Any, side: str, normal: bool,
+              resume: Callable[[], SSL.Session | None] | None = None) -> None:
+        """Start TLS on ``transport``: as server toward clients, as client toward the server."""
+        if side == "client":
+            assert self.client_facing is not None
+            transport.startTLS(self.client_facing, normal)
+        else:
+            assert self.upstream is not None
+            transport.startTLS(self.upstream.creator(resume), normal)
