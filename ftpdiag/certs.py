@@ -56,14 +56,14 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def ensure_ca(directory: Path) -> tuple[KeyPair, bool]:
+def ensure_ca(directory: Path, name_text: str = CA_NAME) -> tuple[KeyPair, bool]:
     """The CA in ``directory``, created if missing; the flag says whether it was created."""
     pair = KeyPair(directory / "ca.pem", directory / "ca.key")
     if pair.cert.exists() and pair.key.exists():
         return pair, False
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name_text)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -8,10 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
-from ftpdiag.core.session import SessionConfig
+from ftpdiag.core.config import SessionConfig
+from ftpdiag.rules.catalog import default_lang
+
+if TYPE_CHECKING:
+    from ftpdiag.proxy.tls import ProxyTLS
 
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
@@ -175,6 +179,21 @@ def _add_proxy(sub: Any) -> None:
     p.add_argument(
         "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
     )
+    tls = p.add_argument_group("TLS (FTPS)")
+    tls.add_argument("--listen-tls", choices=("off", "explicit", "implicit"), default="explicit",
+                     help="toward clients: refuse AUTH TLS, accept it (default), or TLS from the start")
+    tls.add_argument("--upstream-tls", choices=("auto", "off", "explicit", "implicit"),
+                     default="auto", help="toward the server: as the client does (default), never,"
+                     " always via AUTH TLS, or TLS from the start (port 990 style)")
+    tls.add_argument("--tls", choices=("intercept", "passthrough"), default="intercept",
+                     help="terminate TLS and keep diagnosing (default), or relay it unread")
+    tls.add_argument("--tls-cert", type=Path, metavar="PEM",
+                     help="certificate chain to show clients (default: minted by the local CA)")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    tls.add_argument("--upstream-ca", type=Path, metavar="PEM",
+                     help="extra CA certificates to trust for the server")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the server's certificate (logged as a warning)")
     p.set_defaults(func=run_proxy)
 
 
@@ -202,6 +221,29 @@ def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
     return log_file
 
 
+def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
+    """The certificate shown to clients and the trust toward the server, from the flags."""
+    from ftpdiag.certs import config_dir, ensure_ca, mint_leaf
+    from ftpdiag.logconfig import emit
+    from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
+
+    client_facing = None
+    if args.listen_tls != "off" and args.tls == "intercept":
+        if args.tls_cert is not None:
+            client_facing = ClientFacingTLS(args.tls_cert, args.tls_key or args.tls_cert)
+        else:
+            directory = config_dir()
+            ca, created = ensure_ca(directory)
+            names = sorted({args.listen[0], "127.0.0.1", "localhost"}, key=lambda n: n != args.listen[0])
+            leaf = mint_leaf(ca, names, directory)
+            client_facing = ClientFacingTLS(leaf.cert, leaf.key)
+            emit("tls.ca", {"ca": str(ca.cert), "created": created,
+                            "hint": f"clients must trust {ca.cert} (curl --cacert, lftp ssl:ca-file)"})
+    if args.insecure:
+        emit("tls.insecure", {"upstream": upstream[0]})
+    return ProxyTLS(client_facing, UpstreamTLS(upstream[0], not args.insecure, args.upstream_ca))
+
+
 def run_proxy(args: argparse.Namespace) -> int:
     from twisted.internet import error, reactor
 
@@ -217,6 +259,11 @@ def run_proxy(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
         return 2
+    try:
+        tls = _proxy_tls(args, args.upstream or ("127.0.0.1", 0))
+    except (OSError, ValueError) as exc:
+        print(f"ftpdiag: error: TLS set-up failed: {exc}", file=sys.stderr)
+        return 2
     sandbox = tmp = None
     upstream = args.upstream
     if upstream is None:
@@ -225,6 +272,9 @@ def run_proxy(args: argparse.Namespace) -> int:
         sandbox, tmp = start_sandbox()
         upstream = sandbox.address
     config = SessionConfig(
+        client_tls=args.listen_tls if tls.client_facing is not None else "off",
+        upstream_tls=args.upstream_tls,
+        tls_passthrough=args.tls == "passthrough",
         upstream_mode=args.upstream_mode,
         use_pasv_address=args.use_pasv_address,
         max_line=args.max_line,
@@ -232,6 +282,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
     )
     settings = ProxySettings(
+        tls=tls,
+        lang=args.lang or default_lang(),
         upstream=upstream,
         session=config,
         data=DataTimeouts(connect=args.data_timeout),

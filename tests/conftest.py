@@ -4,6 +4,7 @@ ftplib client that can be told which data-connection command to use."""
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,19 @@ MODES = ("PASV", "EPSV", "PORT", "EPRT")
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``slow`` marker (deselect with ``-m 'not slow'``)."""
     config.addinivalue_line("markers", "slow: a test that takes several seconds (e.g. 200 MB)")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the proxy's local CA (and anything else it writes to its config directory) out of
+    the user's home: every test, and every subprocess it starts, uses a temporary one."""
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = saved
 
 
 @dataclass

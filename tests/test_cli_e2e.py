@@ -42,7 +42,8 @@ class ProxyProcess:
             "json",
             *args,
         ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         listen = self.wait_for("proxy.listen")
         host, port = listen["listen"].rsplit(":", 1)
         self.address = (host, int(port))
@@ -114,7 +115,7 @@ def test_control_session_is_logged_paired_and_redacted(proxy: ProxyProcess) -> N
     ]
     for record in records:
         assert record["timestamp"].endswith("Z") and record["level"] and record["event"]
-        if record["event"] not in ("proxy.listen",):
+        if record["event"] not in ("proxy.listen", "tls.ca"):
             assert len(record["session"]) == 4
         if record["event"] == "reply":
             assert isinstance(record["latency_ms"], float) and record["meaning"]

@@ -73,6 +73,7 @@ class ProxySettings:
     data: DataTimeouts = field(default_factory=DataTimeouts)
     access: AccessPolicy = field(default_factory=AccessPolicy)
     tls: ProxyTLS = field(default_factory=ProxyTLS)
+    lang: str = "en"
 
 
 def _set_oobinline(transport: Any) -> None:
@@ -126,7 +127,7 @@ class ServerControl(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.owner.blind:
-            self.owner.blind_bytes[0] += len(data)
+            self.owner.blind_bytes[0] += len(data)  # type: ignore[index]
             self.owner.transport.write(data)  # type: ignore[union-attr]
             return
         self.owner.feed(FromServer(data))
@@ -140,6 +141,7 @@ class ServerControl(Protocol):
             verify = upstream.failure_reason(handle) if upstream is not None else None
             detail = openssl_detail(reason)
             self.owner.feed(TLSFailed("server", classify_handshake(detail, verify), detail))
+        self.owner.report_blind_traffic()
         clean = bool(reason.check(error.ConnectionDone))
         self.owner.feed(ControlClosed("server", clean, reason.getErrorMessage()))
 
@@ -156,14 +158,15 @@ class ClientControl(Protocol):
         self.reactor = factory.reactor
         self.server: ServerControl | None = None
         self.session: Session | None = None
-        self.diagnoser = Diagnoser()
+        self.diagnoser = Diagnoser(factory.settings.lang)
         self.pipes: dict[int, DataPipe] = {}
         self.timers: dict[str, IDelayedCall] = {}
         self._inbox: deque[Input] = deque()
         self._busy = False
         self.handshaking = False
         self.blind = False
-        self.blind_bytes = [0, 0]  # to client, to server
+        self.blind_bytes: list[int] | None = [0, 0]  # to client, to server
+        self.upstream_session: Any = None  # the newest TLS session with the server
 
     # ---- Twisted callbacks -------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -185,7 +188,7 @@ class ClientControl(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.blind:
-            self.blind_bytes[1] += len(data)
+            self.blind_bytes[1] += len(data)  # type: ignore[index]
             if self.server is not None:
                 self.server.transport.write(data)  # type: ignore[union-attr]
             return
@@ -194,6 +197,12 @@ class ClientControl(Protocol):
     def handshakeCompleted(self) -> None:
         self.handshaking = False
         self.feed(TLSEstablished("client", tls_facts(self.transport.getHandle())))  # type: ignore[union-attr]
+
+    def report_blind_traffic(self) -> None:
+        """Once, when the first side of a pass-through session closes."""
+        if self.blind and self.blind_bytes is not None:
+            counts, self.blind_bytes = self.blind_bytes, None
+            self.feed(BlindTraffic(*counts))
 
     def _start_client_tls(self) -> None:
         self.handshaking = True
@@ -204,8 +213,7 @@ class ClientControl(Protocol):
             self.handshaking = False
             detail = openssl_detail(reason)
             self.feed(TLSFailed("client", classify_handshake(detail), detail))
-        if self.blind:
-            self.feed(BlindTraffic(*self.blind_bytes))
+        self.report_blind_traffic()
         clean = bool(reason.check(error.ConnectionDone))
         self.feed(ControlClosed("client", clean, reason.getErrorMessage()))
         self._teardown()
@@ -282,18 +290,27 @@ class ClientControl(Protocol):
         if pipe is None:
             pipe = DataPipe(
                 pipe_id, self.reactor, self._pipe_report(pipe_id), self.factory.settings.data,
-                self._start_data_tls,
+                self._start_data_tls, self.remember_upstream_session,
             )
             self.pipes[pipe_id] = pipe
         return pipe
 
     def _start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
-        """Data-channel TLS; toward the server it resumes the control connection's session."""
-        server = self.server
-        resume = None
-        if side == "server" and server is not None and server.transport is not None:
-            resume = server.transport.getHandle().get_session  # type: ignore[union-attr]
+        """Data-channel TLS; toward the server it resumes the newest session with the server
+        (the control connection's at first): with TLS 1.3 each handshake brings new tickets,
+        and servers such as vsftpd only require that *a* session of theirs is resumed."""
+        resume = self._upstream_session if side == "server" else None
         self.factory.settings.tls.start(transport, side, normal, resume)
+
+    def _upstream_session(self) -> Any:
+        if self.upstream_session is not None:
+            return self.upstream_session
+        if self.server is not None and self.server.transport is not None:
+            return self.server.transport.getHandle().get_session()  # type: ignore[union-attr]
+        return None
+
+    def remember_upstream_session(self, session: Any) -> None:
+        self.upstream_session = session
 
     def _pipe_report(self, pipe_id: int) -> Callable[[Input], None]:
         def report(event: Input) -> None:

@@ -37,7 +37,7 @@ from ftpdiag.core.events import (
     TLSEstablished,
     TLSFailed,
 )
-from ftpdiag.proxy.tls import classify_handshake, openssl_detail, tls_facts
+from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
 READ_SIZE = 1 << 20
 OTHER: dict[Side, Side] = {"client": "server", "server": "client"}
@@ -63,6 +63,7 @@ class DataEnd(Protocol):
         self.received = 0
         self.lost = False
         self.handshaking = False
+        self.tls_done = False
 
     def connectionMade(self) -> None:
         self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
@@ -76,6 +77,7 @@ class DataEnd(Protocol):
 
     def handshakeCompleted(self) -> None:
         self.handshaking = False
+        self.tls_done = True
         facts = tls_facts(self.transport.getHandle())  # type: ignore[union-attr]
         self.pipe.report(TLSEstablished(self.side, facts, self.pipe.id))
 
@@ -87,6 +89,11 @@ class DataEnd(Protocol):
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.tls_done and self.side == "server" and self.pipe.remember_session is not None:
+            # Only now has the server's TLS 1.3 ticket surely arrived on this connection.
+            session = resumable_session(self.transport.getHandle())  # type: ignore[union-attr]
+            if session is not None:
+                self.pipe.remember_session(session)
         if self.handshaking:
             detail = openssl_detail(reason)
             self.pipe.report(TLSFailed(self.side, classify_handshake(detail), detail, self.pipe.id))
@@ -139,6 +146,7 @@ class DataPipe:
         report: Callable[[Input], None],
         timeouts: DataTimeouts,
         start_tls: Callable[[Any, Side, bool], None] | None = None,
+        remember_session: Callable[[Any], None] | None = None,
     ) -> None:
         self.id = pipe_id
         self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
@@ -156,6 +164,7 @@ class DataPipe:
         self.done = False
         self.tls_sides: set[Side] = set()
         self._start_tls = start_tls
+        self.remember_session = remember_session
 
     def start_tls(self, transport: Any, side: Side, normal: bool) -> None:
         assert self._start_tls is not None

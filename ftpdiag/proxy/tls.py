@@ -29,7 +29,7 @@ VERIFY_REASONS = {
     9: "certificate not yet valid",
     10: "certificate expired",
     18: "self-signed certificate",
-    19: "self-signed certificate in the chain",
+    19: "unknown certificate authority (a self-signed root that is not trusted)",
     20: "unknown certificate authority (issuer not trusted)",
     21: "unknown certificate authority (cannot verify the first certificate)",
     62: "wrong host name",
@@ -148,6 +148,15 @@ def check_peer_name(conn: SSL.Connection, name: str) -> str | None:
     return None
 
 
+def resumable_session(conn: SSL.Connection) -> SSL.Session | None:
+    """The connection's session for a later handshake to resume, read when the connection
+    ends: by then a TLS 1.3 server's tickets, sent after the handshake, have arrived."""
+    try:
+        return conn.get_session()
+    except SSL.Error:
+        return None
+
+
 def tls_facts(conn: SSL.Connection) -> dict[str, Any]:
     """What the log records of a TLS connection: version, cipher, resumption, peer."""
     facts: dict[str, Any] = {
@@ -179,7 +188,7 @@ def classify_handshake(detail: str, verify_reason: str | None = None) -> str:
     if verify_reason:
         return verify_reason
     d = detail.lower()
-    if any(w in d for w in ("unknown ca", "certificate unknown", "bad certificate")):
+    if any(w in d for w in ("unknown ca", "certificate unknown", "bad certificate", "decrypt error")):
         return "the peer does not trust the certificate"
     if any(w in d for w in ("wrong version", "unsupported protocol", "no protocols", "version too")):
         return "TLS version mismatch"
