@@ -21,7 +21,9 @@ def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dic
         if not isinstance(event, str) or event in ("diagnosis", "session.summary"):
             continue
         sid = str(record.get("session", "-"))
-        fields = {k: v for k, v in record.items() if k not in ("event", "timestamp", "level", "session")}
+        fields = {
+            k: v for k, v in record.items() if k not in ("event", "timestamp", "level", "session")
+        }
         engine = engines.setdefault(sid, Diagnoser(lang))
         for name, produced in engine.process(event, fields)[1:]:
             out.append({"event": name, "session": sid, **produced})

@@ -32,7 +32,7 @@ DIAGNOSIS = {
     "code": 426,
     "rule": "transfer.aborted",
     "severity": "error",
-    "title": "Transfer aborted mid-way",
+    "title": "Transfer aborted (426)",
     "explanation": "The data connection closed.",
     "remedy": "Retry and resume.",
     "evidence": {"bytes": 10},
@@ -56,7 +56,7 @@ def test_console_shows_the_diagnosis_indented_under_its_reply(
     emit("diagnosis", dict(DIAGNOSIS))
     lines = console.getvalue().splitlines()
     assert "ab12 ← 426 Failure writing network stream." in lines[0] and lines[0].endswith("3.5 ms")
-    assert lines[1].startswith(" " * 15 + "✗ Transfer aborted mid-way")
+    assert lines[1].startswith(" " * 15 + "✗ Transfer aborted (426)")
     assert (
         lines[2].strip() == "The data connection closed."
         and lines[3].strip() == "Fix: Retry and resume."

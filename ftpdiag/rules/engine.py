@@ -9,6 +9,7 @@ fires and with what evidence.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,42 +18,72 @@ from importlib import resources
 from typing import Any
 
 from ftpdiag.rules.catalog import Explanation, load_catalog
-from ftpdiag.rules.checks import CHECKS, FALLBACK, Finding
+from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS, Finding
 from ftpdiag.rules.view import SessionView
+
+SEVERITIES = frozenset({"info", "warning", "error"})
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+
 
 @dataclass(frozen=True, slots=True)
 class RuleText:
-    """The prose of one rule; empty fields fall back to the catalog entry of the code."""
+    """The prose of one rule; empty fields fall back to the catalog entry of the code.
 
-    severity: str
+    ``severity`` empty means "the catalog's severity of the code" (the generic fallback).
+    ``priority`` breaks ties in the session summary: among diagnoses of equal severity the
+    higher priority is the more likely root cause. ``phrases`` maps an evidence field to the
+    words for each of its values: ``{cause_text}`` renders ``phrases["cause"][evidence["cause"]]``.
+    """
+
+    severity: str = ""
     title: str = ""
     explanation: str = ""
     remedy: str = ""
+    priority: int = 0
+    phrases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @cache
 def rule_texts() -> Mapping[str, RuleText]:
     """Rule id → texts, from ``diagnoses.toml`` (validated by the tests)."""
-    raw = tomllib.loads(resources.files("ftpdiag.rules").joinpath("diagnoses.toml").read_text("utf-8"))
+    raw = tomllib.loads(
+        resources.files("ftpdiag.rules").joinpath("diagnoses.toml").read_text("utf-8")
+    )
     return {rid: RuleText(**spec) for rid, spec in raw["rule"].items()}
 
 
-class _Defaults(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "?"
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """Fill ``{name}`` placeholders from ``values``. A ``[bracketed part]`` is kept only when
+    every placeholder inside it has a value (not missing, not None); outside brackets a
+    missing value reads "unknown"."""
 
+    def known(name: str) -> bool:
+        return values.get(name) is not None
 
-def _fill(template: str, evidence: Mapping[str, Any]) -> str:
-    return template.format_map(_Defaults(evidence))
+    def optional(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        return inner if all(known(n) for n in _PLACEHOLDER.findall(inner)) else ""
+
+    text = _OPTIONAL.sub(optional, template)
+    return _PLACEHOLDER.sub(
+        lambda m: str(values[m.group(1)]) if known(m.group(1)) else "unknown", text
+    )
 
 
 @dataclass
 class Diagnoser:
     """One per session. ``process`` returns the fact itself (replies gain ``meaning``), then
-    any diagnoses it triggers, then, after ``session.close``, the ``session.summary``."""
+    any diagnoses it triggers, then, after ``session.close``, the ``session.summary``.
+
+    ``slow_reply_ms`` is the latency above which a reply is diagnosed as slow."""
 
     lang: str = "en"
     view: SessionView = field(default_factory=SessionView)
+    slow_reply_ms: float = SLOW_REPLY_MS
+
+    def __post_init__(self) -> None:
+        self.view.slow_reply_ms = self.slow_reply_ms
 
     def process(self, event: str, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if event == "diagnosis" or event == "session.summary":
@@ -70,7 +101,8 @@ class Diagnoser:
             self.view.diagnoses.append(diagnosis)
             out.append(("diagnosis", diagnosis))
         if event == "session.close":
-            out.append(("session.summary", self.view.summary(fields)))
+            texts = rule_texts()
+            out.append(("session.summary", self.view.summary(fields, lambda r: texts[r].priority)))
         return out
 
     def _explain(self, fields: Mapping[str, Any], code: int | None = None) -> Explanation:
@@ -90,14 +122,17 @@ class Diagnoser:
             context = fields if fields.get("code") == finding.code else {"code": finding.code}
             base = self._explain({**context, **finding.context}, finding.code)
         evidence = dict(finding.evidence)
+        values = dict(evidence)
+        for name, words in text.phrases.items():
+            values[f"{name}_text"] = words.get(str(evidence.get(name)))
         return {
             "code": finding.code,
             "rule": finding.rule,
-            "severity": text.severity,
-            "title": _fill(text.title, evidence) if text.title else (base.title if base else ""),
-            "explanation": _fill(text.explanation, evidence)
+            "severity": text.severity or (base.severity if base else "info"),
+            "title": fill(text.title, values) if text.title else (base.title if base else ""),
+            "explanation": fill(text.explanation, values)
             if text.explanation
             else (base.description if base else ""),
-            "remedy": _fill(text.remedy, evidence) if text.remedy else (base.remedy if base else ""),
+            "remedy": fill(text.remedy, values) if text.remedy else (base.remedy if base else ""),
             "evidence": evidence,
         }

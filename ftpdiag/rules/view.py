@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 _BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
+_TO_PASSIVE = {"PORT": "PASV", "EPRT": "EPSV"}
+_TO_ACTIVE = {"PASV": "PORT", "EPSV": "EPRT"}
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -23,10 +26,25 @@ class SessionView:
     progress: dict[int, int] = field(default_factory=dict)
     stalled: set[int] = field(default_factory=set)
     greeting_preliminary: bool = False
-    nat_pipes: set[int] = field(default_factory=set)
     ended: list[dict[str, Any]] = field(default_factory=list)
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
     current_pipe: int | None = None
+    active_pipes: set[int] = field(default_factory=set)
+    no_completion: set[int] = field(default_factory=set)
+    control_dropped: bool = False
+    slow_reply_ms: float = 2000.0
+    upstream_mode: str = "same"
+    falling_back: bool = False
+
+    def upstream_verb(self, verb: str | None) -> str | None:
+        """The data-setup verb the server actually received for the client's ``verb``: the
+        proxy sends PASV for PORT (and PORT for PASV) when ``--upstream-mode`` differs from the
+        client's mode, and falls back from PASV to PORT in ``auto`` mode."""
+        if self.upstream_mode in ("passive", "auto") and not self.falling_back:
+            return _TO_PASSIVE.get(str(verb), verb)
+        if self.upstream_mode == "active" or self.falling_back:
+            return _TO_ACTIVE.get(str(verb), verb)
+        return verb
 
     def size_of(self, pipe: int) -> int | None:
         """The expected size of a download: from the 150 reply, else from an earlier SIZE."""
@@ -36,23 +54,47 @@ class SessionView:
         return self.sizes.get(start["path"]) if start else None
 
     def observe(self, event: str, fields: dict[str, Any]) -> None:
-        if event == "command":
+        """Remember what later checks need; called after the checks have seen the event."""
+        if event == "session.open":
+            self.upstream_mode = str(fields.get("upstream_mode") or "same")
+        elif event == "data.fallback":
+            self.falling_back = True
+        elif event == "command":
             self.commands += 1
             self.last_command = fields
             if fields.get("verb") == "USER":
                 self.last_user = str(fields.get("arg") or "")
         elif event == "reply":
             self._observe_reply(fields)
+            if fields.get("command") in _TO_ACTIVE:
+                self.falling_back = False
         elif event == "transfer.start":
             self.transfers[fields["pipe"]] = fields
             self.current_pipe = fields["pipe"]
+            self.active_pipes.add(fields["pipe"])
         elif event == "transfer.progress":
-            self.progress[fields["pipe"]] = fields["bytes"]
+            pipe = fields["pipe"]
+            if self.progress.get(pipe) == fields["bytes"]:
+                self.stalled.add(pipe)
+            self.progress[pipe] = fields["bytes"]
+        elif event == "transfer.no_completion":
+            self.no_completion.add(fields["pipe"])
         elif event == "transfer.end":
             self.ended.append(fields)
+            self.active_pipes.discard(fields["pipe"])
+        elif (
+            event == "control.closed"
+            and fields.get("side") == "server"
+            and fields.get("transfer_open")
+        ):
+            self.control_dropped = True
 
     def _observe_reply(self, fields: dict[str, Any]) -> None:
-        code, command, text = fields.get("code"), fields.get("command"), str(fields.get("text") or "")
+        code, command, text = (
+            fields.get("code"),
+            fields.get("command"),
+            str(fields.get("text") or ""),
+        )
         if code == 120 and "greeting" in (fields.get("state") or ()):
             self.greeting_preliminary = True
         elif code == 213 and command == "SIZE" and text.strip().isdigit():
@@ -62,14 +104,18 @@ class SessionView:
             if match:
                 self.expected[self.current_pipe] = int(match.group(1))
 
-    def summary(self, close: dict[str, Any]) -> dict[str, Any]:
+    def summary(
+        self, close: dict[str, Any], priority: Callable[[str], int] = lambda rule: 0
+    ) -> dict[str, Any]:
         """The ``session.summary`` record: counts, transfers, and diagnoses ranked by severity,
-        specific rules before generic code explanations, earliest first."""
+        specific rules before generic code explanations, then by the rule's ``priority``
+        (higher first), earliest first. The first problem is the ``root_cause``."""
         ranked = sorted(
             enumerate(self.diagnoses),
             key=lambda item: (
                 SEVERITY_RANK.get(item[1]["severity"], 3),
                 item[1]["rule"].startswith("reply."),
+                -priority(item[1]["rule"]),
                 item[0],
             ),
         )
@@ -86,12 +132,20 @@ class SessionView:
             "transfer_rate_mbps": round(total * 8 / seconds / 1e6, 2) if seconds > 0 else 0.0,
             "outcomes": [t["outcome"] for t in self.ended],
             "diagnoses": [
-                {"severity": d["severity"], "rule": d["rule"], "code": d["code"], "title": d["title"]}
+                {
+                    "severity": d["severity"],
+                    "rule": d["rule"],
+                    "code": d["code"],
+                    "title": d["title"],
+                }
                 for d in problems
             ],
             "root_cause": (
-                {"rule": problems[0]["rule"], "title": problems[0]["title"],
-                 "explanation": problems[0]["explanation"]}
+                {
+                    "rule": problems[0]["rule"],
+                    "title": problems[0]["title"],
+                    "explanation": problems[0]["explanation"],
+                }
                 if problems
                 else None
             ),
