@@ -53,7 +53,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def ensure_ca(directory: Path, name_text: str = CA_NAME) -> tuple[KeyPair, bool]:
@@ -123,7 +123,6 @@ def mint_leaf(ca: KeyPair, names: list[str], directory: Path) -> KeyPair:
         .sign(ca_key, hashes.SHA256())
     )
     _write_private(pair.key, _key_pem(key))
-    pair.cert.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
-    )
+    pem = serialization.Encoding.PEM
+    pair.cert.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
     return pair

@@ -145,6 +145,13 @@ def _add_proxy(sub: Any) -> None:
         help="how long a data connection may take to appear (default 30)",
     )
     p.add_argument(
+        "--data-stall-timeout",
+        type=_positive,
+        default=300.0,
+        metavar="S",
+        help="end a data connection on which nothing moved this long (default 300; 0: never)",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=_positive,
         default=0.0,
@@ -286,7 +293,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         lang=args.lang or default_lang(),
         upstream=upstream,
         session=config,
-        data=DataTimeouts(connect=args.data_timeout),
+        data=DataTimeouts(connect=args.data_timeout, stall=args.data_stall_timeout),
         access=AccessPolicy(
             tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client
         ),

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
-import hashlib
 import io
 import select
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ftpdiag.proxy.data import DataTimeouts
 from ftpdiag.testing import ProxyHandle, assert_diagnosed
+from tests.clients import CLIENT_MODE, CURL_MODES, curl, events, retr, sha256
 from tests.conftest import BIG_SIZE, MODES, PASSWORD, TIMEOUT, USER, ModeFTP, Served
 from tests.fake_servers import (
     AbortTransferAfter,
@@ -40,28 +38,7 @@ Server = Callable[..., FakeFTPServer]
 Proxy = Callable[..., ProxyHandle]
 Client = Callable[..., ModeFTP]
 
-CLIENT_MODE = {"PASV": "passive", "EPSV": "passive", "PORT": "active", "EPRT": "active"}
 TEXT_LF = b"".join(b"line %d of a text file\n" % i for i in range(2000))
-
-
-def events(proxy: ProxyHandle, name: str, **match: Any) -> list[dict[str, Any]]:
-    """The events called ``name`` whose fields equal ``match``."""
-    return [
-        e
-        for e in list(proxy.events)
-        if e["event"] == name and all(e.get(k) == v for k, v in match.items())
-    ]
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def retr(ftp: ftplib.FTP, name: str, rest: int | None = None) -> bytes:
-    """Download ``name`` in binary mode, asserting a 226."""
-    out = io.BytesIO()
-    assert ftp.retrbinary(f"RETR {name}", out.write, rest=rest).startswith("226")
-    return out.getvalue()
 
 
 @pytest.fixture(params=MODES)
@@ -164,22 +141,6 @@ def test_ascii_mode_crlf(
 
 
 # ---- 2. curl ----------------------------------------------------------------------------------
-CURL_MODES = {
-    "EPSV": ["--ftp-pasv"],
-    "PASV": ["--ftp-pasv", "--disable-epsv"],
-    "EPRT": ["--ftp-port", "127.0.0.1"],
-    "PORT": ["--ftp-port", "127.0.0.1", "--disable-eprt"],
-}
-
-
-def curl(proxy: ProxyHandle, path: str, *args: str) -> None:
-    """Run curl against the proxy (bounded), asserting success."""
-    url = f"ftp://{proxy.host}:{proxy.port}/{path}"
-    cmd = ["curl", "-sS", "--max-time", "20", "-u", f"{USER}:{PASSWORD}", *args, url]
-    done = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-
-
 @pytest.mark.parametrize("direction", ["download", "upload"])
 @pytest.mark.parametrize("verb", list(CURL_MODES))
 def test_curl(

@@ -88,13 +88,22 @@ class DataFailed:
 
     pipe: int
     side: Side
-    kind: Literal["refused", "timeout", "unreachable", "listen", "error"]
+    kind: Literal["refused", "timeout", "unreachable", "listen", "stall", "error"]
     detail: str
 
 
 @dataclass(frozen=True, slots=True)
 class DataProgress:
     """Periodic byte counts of a live pipe (the glue counts; no per-chunk events)."""
+
+    pipe: int
+    to_client: int
+    to_server: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataTally:
+    """Byte counts of live pipes as the session ends (no fact: the transfer's end carries them)."""
 
     pipe: int
     to_client: int
@@ -169,6 +178,7 @@ Input = (
     | DataRejected
     | DataFailed
     | DataProgress
+    | DataTally
     | DataClosed
     | TimerFired
     | Shutdown

@@ -102,6 +102,10 @@ class ReplyAssembler:
     def in_progress(self) -> bool:
         return self._code is not None
 
+    def progress(self) -> dict[str, object]:
+        """What an unfinished multi-line reply has shown so far (for a diagnosis)."""
+        return {"code": self._code, "lines": len(self._lines), "mismatched_codes": list(self._mismatched)}
+
     def feed(self, raw: bytes) -> Reply | MalformedReply | OversizedReply | None:
         text = line_text(raw)
         if self._code is None:

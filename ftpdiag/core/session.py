@@ -28,6 +28,7 @@ from ftpdiag.core.events import (
     DataFailed,
     DataListening,
     DataProgress,
+    DataTally,
     DataRejected,
     DialData,
     Fact,
@@ -134,6 +135,7 @@ class Session(FTPSMixin):
         self._last_mode: Mode | None = None
         self._pipe_connected: dict[int, int] = {}
         self._counts = _Counters()
+        self._last_command_at = self.started
         self._init_tls()
 
     # ---- entry point ----------------------------------------------------------------
@@ -223,22 +225,22 @@ class Session(FTPSMixin):
         self._close(f"upstream {ev.kind}")
 
     def _on_control_closed(self, ev: ControlClosed) -> None:
-        if ev.side == "server":
-            last = self._pending[0] if self._pending else None
-            self._fact(
-                "control.closed",
-                side="server",
-                clean=ev.clean,
-                detail=ev.detail,
-                awaiting=(last.command.verb if last and last.command else None),
-                transfer_open=any(t.open for t in self._transfers.values()),
-            )
-            if self._pending:
-                self._proxy_reply(421, "ftpdiag: the server closed the control connection.")
-            self._close("server closed" if ev.clean else "server reset")
-        else:
-            self._fact("control.closed", side="client", clean=ev.clean, detail=ev.detail)
-            self._close("client closed" if ev.clean else "client reset")
+        last = self._pending[0] if self._pending else None
+        self._fact(
+            "control.closed",
+            side=ev.side,
+            clean=ev.clean,
+            detail=ev.detail,
+            awaiting=(last.command.verb if last and last.command else None),
+            transfer_open=any(t.open for t in self._transfers.values()),
+        )
+        if self._assembler.in_progress:
+            # RFC 959 §4.2: a multi-line reply ends on a line with its own code; this one never did.
+            self._fact("protocol.reply_unterminated", **self._assembler.progress())
+        if ev.side == "server" and self._pending:
+            self._proxy_reply(421, "ftpdiag: the server closed the control connection.")
+        kind = "closed" if ev.clean else "reset"
+        self._close(f"{ev.side} {kind}")
 
     def _on_blind_traffic(self, ev: BlindTraffic) -> None:
         self._fact("tls.blind_traffic", to_client=ev.to_client, to_server=ev.to_server)
@@ -289,6 +291,7 @@ class Session(FTPSMixin):
     def _on_command(self, raw: bytes) -> None:
         command = parse_command(raw)
         self._counts.commands += 1
+        self._last_command_at = self.clock()
         self._fact("command", verb=command.verb, arg=command.loggable_arg)
         verb = command.verb
         if verb in PASSIVE_VERBS and command.arg.strip().upper() != "ALL":
@@ -590,6 +593,11 @@ class Session(FTPSMixin):
             self._proxy_reply(425, f"ftpdiag: cannot open a data listener: {ev.detail}.")
             self._drain_client_lines()
 
+    def _on_data_tally(self, ev: DataTally) -> None:
+        transfer = self._transfers.get(ev.pipe)
+        if transfer is not None and not transfer.closed:
+            transfer.to_client, transfer.to_server = ev.to_client, ev.to_server
+
     def _on_data_progress(self, ev: DataProgress) -> None:
         transfer = self._transfers.get(ev.pipe)
         if transfer is None or transfer.ended:
@@ -711,6 +719,7 @@ class Session(FTPSMixin):
             state=self._state_tags(pending, reply),
             unsolicited=pending is None,
             mismatched_codes=list(reply.mismatched_codes),
+            idle_ms=round((now - self._last_command_at) * 1000, 1),
         )
         if pending is None:
             self._to_client(reply.raw)
@@ -760,6 +769,7 @@ class Session(FTPSMixin):
         DataRejected: _on_data_rejected,
         DataFailed: _on_data_failed,
         DataProgress: _on_data_progress,
+        DataTally: _on_data_tally,
         DataClosed: _on_data_closed,
         TimerFired: _on_timer,
         Shutdown: _on_shutdown,

@@ -27,6 +27,7 @@ from ftpdiag.core.events import (
     CloseControl,
     ControlClosed,
     DataClosed,
+    DataTally,
     DialData,
     Fact,
     FinishData,
@@ -76,9 +77,12 @@ class ProxySettings:
     lang: str = "en"
 
 
-def _set_oobinline(transport: Any) -> None:
-    """Receive TCP urgent data inline: ftplib sends ``ABOR`` with MSG_OOB, and without this
-    option the kernel would pull its last byte out of the stream."""
+def _tune_control_socket(transport: Any) -> None:
+    """Control lines are small and each waits for an answer: Nagle's algorithm plus delayed
+    ACKs would add ~40 ms to every relayed reply, so TCP_NODELAY is set. Urgent data is
+    received inline: ftplib sends ``ABOR`` with MSG_OOB, and without SO_OOBINLINE the kernel
+    would pull its last byte out of the stream."""
+    transport.setTcpNoDelay(True)
     handle = getattr(transport, "getHandle", None)
     if handle is None:
         return
@@ -105,7 +109,7 @@ class ServerControl(Protocol):
         self.handshaking = False
 
     def connectionMade(self) -> None:
-        _set_oobinline(self.transport)
+        _tune_control_socket(self.transport)
         if self.owner.factory.settings.session.upstream_tls == "implicit":
             self.start_tls()
 
@@ -142,6 +146,7 @@ class ServerControl(Protocol):
             detail = openssl_detail(reason)
             self.owner.feed(TLSFailed("server", classify_handshake(detail, verify), detail))
         self.owner.report_blind_traffic()
+        self.owner.tally_pipes()
         clean = bool(reason.check(error.ConnectionDone))
         self.owner.feed(ControlClosed("server", clean, reason.getErrorMessage()))
 
@@ -170,7 +175,7 @@ class ClientControl(Protocol):
 
     # ---- Twisted callbacks -------------------------------------------------------------
     def connectionMade(self) -> None:
-        _set_oobinline(self.transport)
+        _tune_control_socket(self.transport)
         peer, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[union-attr]
         settings = self.factory.settings
         self.session = Session(
@@ -208,7 +213,13 @@ class ClientControl(Protocol):
         self.handshaking = True
         self.factory.settings.tls.start(self.transport, "client", True)
 
+    def tally_pipes(self) -> None:
+        """Give the session the byte counts of live pipes before it ends their transfers."""
+        for pipe_id, pipe in list(self.pipes.items()):
+            self.feed(DataTally(pipe_id, *pipe.tally()))
+
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.tally_pipes()
         if self.handshaking:
             self.handshaking = False
             detail = openssl_detail(reason)
@@ -340,6 +351,7 @@ class ClientControl(Protocol):
         self.factory.forget(self)
 
     def shutdown(self, reason: str) -> None:
+        self.tally_pipes()
         self.feed(Shutdown(reason))
 
 

@@ -50,6 +50,8 @@ class DataTimeouts:
     connect: float = 30.0
     drain: float = 30.0
     progress: float = 5.0
+    #: No byte in either direction for this long ends the pipe (0: never).
+    stall: float = 300.0
 
 
 @implementer(IHandshakeListener)
@@ -216,10 +218,13 @@ class DataPipe:
         end.transport.registerProducer(other.transport, True)  # type: ignore[union-attr]
         other.transport.registerProducer(end.transport, True)  # type: ignore[union-attr]
         other.transport.resumeProducing()  # type: ignore[union-attr]
-        if self.timeouts.progress > 0:
-            self.progress = LoopingCall(self._report_progress)
+        ticks = [t for t in (self.timeouts.progress, self.timeouts.stall / 2) if t > 0]
+        if ticks:
+            self._last_moved = (self._counts(), self.reactor.seconds())
+            self._last_report = self.reactor.seconds()
+            self.progress = LoopingCall(self._tick)
             self.progress.clock = self.reactor
-            self.progress.start(self.timeouts.progress, now=False)
+            self.progress.start(min(ticks), now=False)
 
     def end_lost(self, end: DataEnd, reason: Failure) -> None:
         state = _end_state(reason)
@@ -248,8 +253,23 @@ class DataPipe:
         )
         self.close()
 
-    def _report_progress(self) -> None:
-        self.report(DataProgress(self.id, *self._counts()))
+    def _tick(self) -> None:
+        """Progress every ``progress`` seconds, and the stall check: one timer, no per-chunk work."""
+        now, counts = self.reactor.seconds(), self._counts()
+        if counts != self._last_moved[0]:
+            self._last_moved = (counts, now)
+        elif self.timeouts.stall > 0 and now - self._last_moved[1] >= self.timeouts.stall:
+            source: Side = "server" if counts[0] >= counts[1] else "client"
+            idle = now - self._last_moved[1]
+            self.report(DataFailed(self.id, source, "stall", f"no data for {idle:.0f} s"))
+            self.close()
+            return
+        if self.timeouts.progress > 0 and now - self._last_report >= self.timeouts.progress:
+            self._last_report = now
+            self.report(DataProgress(self.id, *counts))
+
+    def tally(self) -> tuple[int, int]:
+        return self._counts()
 
     def _counts(self) -> tuple[int, int]:
         server, client = self.ends["server"], self.ends["client"]

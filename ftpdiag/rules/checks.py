@@ -166,7 +166,9 @@ def data_failures(event: str, f: dict[str, Any], view: SessionView) -> Iterator[
         "client_mode": f.get("client_mode"),
         "server_mode": f.get("server_mode"),
     }
-    if side == "server" and f.get("server_mode") == "passive":
+    if kind == "stall":
+        yield Finding("transfer.stall_timeout", None, ev)
+    elif side == "server" and f.get("server_mode") == "passive":
         yield Finding("pasv.unreachable", 425, ev, {"state": ["passive"]})
     elif side == "server":
         yield Finding("active.server_never_connected", 425, ev, {"state": ["active"]})
@@ -251,8 +253,7 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         return
     pipe, outcome, moved = int(f["pipe"]), f["outcome"], int(f["bytes"])
     rest = int(f.get("rest") or 0)
-    size = view.size_of(pipe) if f["direction"] == "download" else None
-    expected = size - rest if size is not None else None
+    expected = view.expected_bytes(pipe, rest, moved) if f["direction"] == "download" else None
     pct = round(100 * moved / expected, 1) if expected else None
     ev = {
         "command": f["command"],
@@ -399,6 +400,19 @@ def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
         yield Finding("control.dropped_during_transfer", None, dict(f))
 
 
+OPTIONAL_VERBS = frozenset(
+    {"SITE", "OPTS", "FEAT", "HELP", "CLNT", "HOST", "LANG", "MFMT", "MFCT", "MFF", "HASH",
+     "XCRC", "XMD5", "XSHA1", "ALLO", "SMNT", "ACCT", "SYST", "STAT", "MDTM", "SIZE", "MLST"}
+)
+
+
+def optional_commands(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """RFC 959 §4.2: 500/502/504 to an optional command only says the server lacks a feature;
+    clients probe for features this way (lftp sends SITE and OPTS), so it is no failure."""
+    if event == "reply" and f["code"] in (500, 502, 504) and f.get("command") in OPTIONAL_VERBS:
+        yield Finding("command.unsupported", f["code"], _reply_evidence(f))
+
+
 def catalog_fallback(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Any greeting, 4xx, 5xx or 6xx reply deserves its catalog explanation, except a 426 that
     ends a transfer: ``transfer.aborted`` explains it once the data connection is down."""
@@ -421,6 +435,7 @@ CHECKS: tuple[Check, ...] = (
     protocol,
     timing,
     upstream,
+    optional_commands,
     *TLS_CHECKS,
 )
 FALLBACK: Check = catalog_fallback

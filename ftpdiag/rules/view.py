@@ -46,12 +46,22 @@ class SessionView:
             return _TO_ACTIVE.get(str(verb), verb)
         return verb
 
-    def size_of(self, pipe: int) -> int | None:
-        """The expected size of a download: from the 150 reply, else from an earlier SIZE."""
-        if pipe in self.expected:
-            return self.expected[pipe]
+    def expected_bytes(self, pipe: int, rest: int, moved: int) -> int | None:
+        """How many bytes a download should carry, or None when nothing says.
+
+        SIZE (RFC 3659 §4) gives the whole file, so REST is subtracted. The ``(N bytes)`` of a
+        150 reply is not standardised: vsftpd gives the whole file, ProFTPD what remains after
+        REST; with REST both readings are possible, and the one that fits wins.
+        """
         start = self.transfers.get(pipe)
-        return self.sizes.get(start["path"]) if start else None
+        size = self.sizes.get(start["path"]) if start else None
+        if size is not None:
+            return max(size - rest, 0)
+        announced = self.expected.get(pipe)
+        if announced is None or rest == 0:
+            return announced
+        readings = [announced, max(announced - rest, 0)]
+        return moved if moved in readings else min(readings)
 
     def observe(self, event: str, fields: dict[str, Any]) -> None:
         """Remember what later checks need; called after the checks have seen the event."""

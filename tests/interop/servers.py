@@ -680,6 +680,7 @@ DefaultRoot ~
 PassivePorts {self.pasv_ports[0]} {self.pasv_ports[1]}
 AllowForeignAddress {"on" if self.promiscuous else "off"}
 AllowOverwrite on
+AllowStoreRestart on
 TimeoutIdle 120
 TimeoutNoTransfer 120
 MaxLoginAttempts 10
