@@ -64,7 +64,8 @@ def _mode_args(mode: str) -> list[str]:
 
 def curl_retr(url: str, mode: str, *, verify: bool, timeout: float) -> Transfer:
     """RETR ``url`` with curl; to /dev/null (timed by curl) or through SHA-256 (``verify``)."""
-    base = [CURL, "-sS", "--connect-timeout", "10", "--max-time", str(int(timeout)), *_mode_args(mode)]
+    base = [CURL, "-sS", "--connect-timeout", "10", "--max-time", str(int(timeout)),
+            *_mode_args(mode)]
     if not verify:
         proc = subprocess.run(
             [*base, "-o", "/dev/null", "-w", "%{size_download} %{time_pretransfer} %{time_total}",

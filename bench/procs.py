@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -51,6 +52,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def pasv_range(count: int) -> tuple[int, int]:
+    """``count`` consecutive ports of 20000-32000 (below the ephemeral range) with no listener.
+
+    Tested with SO_REUSEADDR, as vsftpd binds them: ports a previous run left in TIME_WAIT
+    are usable (the interop harness's stricter check refuses them).
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count)
+        if all(_bindable(p) for p in range(base, base + count)):
+            return base, base + count - 1
+    raise BenchError(f"no {count} consecutive free ports in 20000-32000")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def stop_group(proc: subprocess.Popen[bytes] | None) -> None:
@@ -188,9 +213,7 @@ def start_vsftpd(workdir: Path) -> Server:
 
     class BenchVsftpd(interop.VsftpdServer):  # type: ignore[misc, name-defined]
         def _prepare(self) -> list[str]:
-            extra = interop.free_ports(VSFTPD_PASV_PORTS)
-            self._ports += extra
-            self.pasv_ports = (extra[0], extra[-1])
+            self.pasv_ports = pasv_range(VSFTPD_PASV_PORTS)
             cmd: list[str] = super()._prepare()
             conf = self.workdir / "vsftpd.conf"
             lines = dict(line.split("=", 1) for line in conf.read_text().splitlines() if line)
@@ -209,6 +232,8 @@ def start_vsftpd(workdir: Path) -> Server:
         srv.start()
     except interop.ServerUnavailable as exc:
         raise BenchError(f"vsftpd cannot run here: {exc}") from exc
+    except Exception as exc:
+        raise BenchError(f"vsftpd did not start: {type(exc).__name__}: {exc}") from exc
     server = Server("vsftpd", srv.host, srv.port, srv.user, srv.password, srv.root,
                     tool_version([str(srv.binary), "-v"], stdin_is_stdout=True))
     server.pid = srv.proc.pid  # type: ignore[attr-defined]
@@ -227,8 +252,8 @@ def tool_version(cmd: list[str], stdin_is_stdout: bool = False) -> str:
                 out = reader.read().decode(errors="replace")
             del proc
         else:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10,
-                                 check=False).stdout
+            proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+            out = proc2.stdout.strip() or proc2.stderr
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.strip().splitlines()[0] if out.strip() else ""
@@ -319,7 +344,9 @@ def start_ftp_proxy(upstream: Server, workdir: Path) -> Proxy:
     """
     port = free_port()
     conf = workdir / "ftp-proxy.conf"
-    log = workdir / "ftp-proxy.log"
+    logdir = workdir / "ftp-proxy-log"  # it (re)creates its log after setuid(nobody)
+    logdir.mkdir(exist_ok=True)
+    log = logdir / "ftp-proxy.log"
     conf.write_text(
         "[-Global-]\n"
         f"Listen {HOST}\nPort {port}\n"
@@ -330,6 +357,9 @@ def start_ftp_proxy(upstream: Server, workdir: Path) -> Proxy:
         f"LogDestination {log}\nLogLevel INF\n"
         "ServerType standalone\n"
     )
+    import pwd
+
+    os.chown(logdir, pwd.getpwnam("nobody").pw_uid, -1)
     out = (workdir / "ftp-proxy.stderr").open("ab")
     proc = subprocess.Popen([FTP_PROXY, "-d", "-n", "-f", str(conf)], cwd=workdir,
                             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
