@@ -11,7 +11,7 @@ import io
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,19 @@ def files(tmp_path: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def tls_server(ftpdiag_sandbox: Callable[..., Any], pki: Pki, files: tuple[Path, str]) -> Callable[..., Any]:
+def tls_server(
+    ftpdiag_sandbox: Callable[..., Any], pki: Pki, files: tuple[Path, str]
+) -> Callable[..., Any]:
     """Factory: a pyftpdlib FTPS server (explicit AUTH TLS) over ``files``."""
 
     def start(leaf: KeyPair | None = None, **attrs: Any) -> Any:
         chosen = leaf or pki.server_leaf
         return ftpdiag_sandbox(
-            handler=TLS_FTPHandler, root=files[0], certfile=str(chosen.cert), keyfile=str(chosen.key), **attrs
+            handler=TLS_FTPHandler,
+            root=files[0],
+            certfile=str(chosen.cert),
+            keyfile=str(chosen.key),
+            **attrs,
         )
 
     return start
@@ -92,13 +98,20 @@ def download(ftp: ftplib.FTP, name: str) -> str:
 
 
 def tls_events(proxy: ProxyHandle, **match: Any) -> list[dict[str, Any]]:
-    return [e for e in proxy.events if e["event"] == "tls.established" and all(e.get(k) == v for k, v in match.items())]
+    return [
+        e
+        for e in proxy.events
+        if e["event"] == "tls.established" and all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 @pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
 def test_mirrored_auth_tls_with_prot_p_is_byte_exact(
-    ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any], pki: Pki,
-    files: tuple[Path, str], passive: bool,
+    ftpdiag_proxy: Callable[..., ProxyHandle],
+    tls_server: Callable[..., Any],
+    pki: Pki,
+    files: tuple[Path, str],
+    passive: bool,
 ) -> None:
     """AUTH TLS + PROT P relayed: RETR and STOR under TLS on both sides match byte for byte, and
     the server-side data connection resumes the control connection's TLS session."""
@@ -115,7 +128,9 @@ def test_mirrored_auth_tls_with_prot_p_is_byte_exact(
     ftp.quit()
     assert (files[0] / "up.bin").read_bytes() == payload
     proxy.wait_for("session.close")
-    assert tls_events(proxy, side="server", channel="control") and tls_events(proxy, side="client", channel="control")
+    assert tls_events(proxy, side="server", channel="control") and tls_events(
+        proxy, side="client", channel="control"
+    )
     server_data = tls_events(proxy, side="server", channel="data")
     assert [e["resumed"] for e in server_data] == [True, True]
     assert all(e["version"].startswith("TLSv1.") and e["cipher"] for e in server_data)
@@ -123,7 +138,10 @@ def test_mirrored_auth_tls_with_prot_p_is_byte_exact(
 
 
 def test_plain_client_to_tls_only_server(
-    ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any], pki: Pki, files: tuple[Path, str]
+    ftpdiag_proxy: Callable[..., ProxyHandle],
+    tls_server: Callable[..., Any],
+    pki: Pki,
+    files: tuple[Path, str],
 ) -> None:
     """--upstream-tls explicit: a plain-FTP client reaches a TLS-only server; the proxy sends
     AUTH TLS, PBSZ 0 and PROT P itself and protects the server-side data connections."""
@@ -136,19 +154,31 @@ def test_plain_client_to_tls_only_server(
     ftp.quit()
     proxy.wait_for("session.close")
     sent = [(e["verb"], e["arg"]) for e in proxy.events if e["event"] == "command"]
-    assert sent[:2] == [("USER", "diag"), ("PASS", "****")]  # the proxy's own commands are not client commands
-    internal = [e["command"] for e in proxy.events if e["event"] == "reply" and e["command"] in ("AUTH", "PBSZ", "PROT")]
+    assert sent[:2] == [
+        ("USER", "diag"),
+        ("PASS", "****"),
+    ]  # the proxy's own commands are not client commands
+    internal = [
+        e["command"]
+        for e in proxy.events
+        if e["event"] == "reply" and e["command"] in ("AUTH", "PBSZ", "PROT")
+    ]
     assert internal == ["AUTH", "PBSZ", "PROT"]
     assert tls_events(proxy, side="server", channel="data")[0]["resumed"]
 
 
 def test_implicit_ftps_on_both_sides(
-    ftpdiag_proxy: Callable[..., ProxyHandle], ftpdiag_sandbox: Callable[..., Any], pki: Pki, files: tuple[Path, str]
+    ftpdiag_proxy: Callable[..., ProxyHandle],
+    ftpdiag_sandbox: Callable[..., Any],
+    pki: Pki,
+    files: tuple[Path, str],
 ) -> None:
     """Implicit FTPS: proxy A speaks TLS from the first byte to clients; proxy B dials A with
     implicit TLS and serves a plain client; the file crosses both byte-exact."""
     plain = ftpdiag_sandbox(root=files[0])
-    tls_a = ProxyTLS(ClientFacingTLS(pki.proxy_leaf.cert, pki.proxy_leaf.key), UpstreamTLS("127.0.0.1"))
+    tls_a = ProxyTLS(
+        ClientFacingTLS(pki.proxy_leaf.cert, pki.proxy_leaf.key), UpstreamTLS("127.0.0.1")
+    )
     proxy_a = ftpdiag_proxy(plain.address, tls=tls_a, client_tls="implicit", upstream_tls="off")
     tls_b = ProxyTLS(None, UpstreamTLS("127.0.0.1", True, pki.proxy_ca.cert))
     proxy_b = ftpdiag_proxy(proxy_a.address, tls=tls_b, upstream_tls="implicit")
@@ -169,7 +199,9 @@ def test_unknown_server_ca_is_diagnosed(
     """A server certificate from a CA the proxy does not trust: the client gets a clean 421 and
     the log says why and what to do."""
     server = tls_server()
-    proxy = ftpdiag_proxy(server.address, tls=proxy_tls(pki, trust_server=False), client_tls="explicit")
+    proxy = ftpdiag_proxy(
+        server.address, tls=proxy_tls(pki, trust_server=False), client_tls="explicit"
+    )
     ftp = ftps_client(proxy.address, pki.proxy_ca.cert)
     with pytest.raises((ftplib.error_temp, EOFError, ssl.SSLError, OSError)):
         ftp.auth()
@@ -196,11 +228,18 @@ def test_wrong_server_name_is_diagnosed(
 
 
 def test_insecure_skips_verification(
-    ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any], pki: Pki, files: tuple[Path, str]
+    ftpdiag_proxy: Callable[..., ProxyHandle],
+    tls_server: Callable[..., Any],
+    pki: Pki,
+    files: tuple[Path, str],
 ) -> None:
     """With verification off, the same untrusted server works."""
     server = tls_server()
-    proxy = ftpdiag_proxy(server.address, tls=proxy_tls(pki, verify=False, trust_server=False), upstream_tls="explicit")
+    proxy = ftpdiag_proxy(
+        server.address,
+        tls=proxy_tls(pki, verify=False, trust_server=False),
+        upstream_tls="explicit",
+    )
     ftp = ftplib.FTP()
     ftp.connect(*proxy.address, timeout=TIMEOUT)
     ftp.login("diag", "diag")
@@ -235,7 +274,7 @@ def test_data_without_prot_p_refused_by_server_is_explained(
     ftp.login("diag", "diag")
     ftp.voidcmd("PBSZ 0")
     ftp.prot_c()
-    with pytest.raises(ftplib.error_perm, match="^5(22|50) SSL/TLS required"):
+    with pytest.raises(ftplib.error_perm, match=r"^5(22|50) SSL/TLS required"):
         download(ftp, "big.bin")
     ftp.quit()
     diagnosis = proxy.wait_for("diagnosis", rule="tls.required")
@@ -261,24 +300,41 @@ def test_passthrough_goes_blind_but_relays(
 
 
 def test_curl_ftps_through_the_proxy(
-    ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any], pki: Pki,
-    files: tuple[Path, str], tmp_path: Path,
+    ftpdiag_proxy: Callable[..., ProxyHandle],
+    tls_server: Callable[..., Any],
+    pki: Pki,
+    files: tuple[Path, str],
+    tmp_path: Path,
 ) -> None:
-    """curl --ssl-reqd with the proxy CA downloads byte-exact (passive mode: curl's active FTPS
-    hangs against pyftpdlib even without the proxy, so active runs in the interop suite)."""
-    server = tls_server(tls_control_required=True, tls_data_required=True)
+    """curl with the proxy CA downloads byte-exact, with --ssl-reqd (data protected too) and
+    --ftp-ssl-control (control only). Passive mode: this curl's active FTPS hangs even without
+    the proxy ("sa_addr inet_ntop() failed"), so active FTPS is covered by ftplib and lftp."""
+    server = tls_server(tls_control_required=True)
     proxy = ftpdiag_proxy(server.address, tls=proxy_tls(pki), client_tls="explicit")
     url = f"ftp://diag:diag@127.0.0.1:{proxy.port}/big.bin"
-    for extra in (["--ftp-pasv"], ["--ftp-pasv", "--disable-epsv"]):
+    for extra in (["--ssl-reqd"], ["--ssl-reqd", "--disable-epsv"], ["--ftp-ssl-control"]):
         out = tmp_path / "curl.bin"
         subprocess.run(
-            ["curl", "-sS", "--ssl-reqd", "--cacert", str(pki.proxy_ca.cert), *extra, "-o", str(out), url],
-            check=True, timeout=30,
+            [
+                "curl",
+                "-sS",
+                "--ftp-pasv",
+                "--cacert",
+                str(pki.proxy_ca.cert),
+                *extra,
+                "-o",
+                str(out),
+                url,
+            ],
+            check=True,
+            timeout=30,
         )
         assert hashlib.sha256(out.read_bytes()).hexdigest() == files[1]
 
 
-def test_auth_refused_when_tls_disabled(ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any]) -> None:
+def test_auth_refused_when_tls_disabled(
+    ftpdiag_proxy: Callable[..., ProxyHandle], tls_server: Callable[..., Any]
+) -> None:
     """Without a certificate the proxy answers AUTH TLS with 502, so clients may go on in plain."""
     server = tls_server()
     proxy = ftpdiag_proxy(server.address)
