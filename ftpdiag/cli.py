@@ -187,20 +187,43 @@ def _add_proxy(sub: Any) -> None:
         "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
     )
     tls = p.add_argument_group("TLS (FTPS)")
-    tls.add_argument("--listen-tls", choices=("off", "explicit", "implicit"), default="explicit",
-                     help="toward clients: refuse AUTH TLS, accept it (default), or TLS from the start")
-    tls.add_argument("--upstream-tls", choices=("auto", "off", "explicit", "implicit"),
-                     default="auto", help="toward the server: as the client does (default), never,"
-                     " always via AUTH TLS, or TLS from the start (port 990 style)")
-    tls.add_argument("--tls", choices=("intercept", "passthrough"), default="intercept",
-                     help="terminate TLS and keep diagnosing (default), or relay it unread")
-    tls.add_argument("--tls-cert", type=Path, metavar="PEM",
-                     help="certificate chain to show clients (default: minted by the local CA)")
+    tls.add_argument(
+        "--listen-tls",
+        choices=("off", "explicit", "implicit"),
+        default="explicit",
+        help="toward clients: refuse AUTH TLS, accept it (default), or TLS from the start",
+    )
+    tls.add_argument(
+        "--upstream-tls",
+        choices=("auto", "off", "explicit", "implicit"),
+        default="auto",
+        help="toward the server: as the client does (default), never,"
+        " always via AUTH TLS, or TLS from the start (port 990 style)",
+    )
+    tls.add_argument(
+        "--tls",
+        choices=("intercept", "passthrough"),
+        default="intercept",
+        help="terminate TLS and keep diagnosing (default), or relay it unread",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="certificate chain to show clients (default: minted by the local CA)",
+    )
     tls.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
-    tls.add_argument("--upstream-ca", type=Path, metavar="PEM",
-                     help="extra CA certificates to trust for the server")
-    tls.add_argument("--insecure", action="store_true",
-                     help="do not verify the server's certificate (logged as a warning)")
+    tls.add_argument(
+        "--upstream-ca",
+        type=Path,
+        metavar="PEM",
+        help="extra CA certificates to trust for the server",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (logged as a warning)",
+    )
     p.set_defaults(func=run_proxy)
 
 
@@ -241,11 +264,19 @@ def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
         else:
             directory = config_dir()
             ca, created = ensure_ca(directory)
-            names = sorted({args.listen[0], "127.0.0.1", "localhost"}, key=lambda n: n != args.listen[0])
+            names = sorted(
+                {args.listen[0], "127.0.0.1", "localhost"}, key=lambda n: n != args.listen[0]
+            )
             leaf = mint_leaf(ca, names, directory)
             client_facing = ClientFacingTLS(leaf.cert, leaf.key)
-            emit("tls.ca", {"ca": str(ca.cert), "created": created,
-                            "hint": f"clients must trust {ca.cert} (curl --cacert, lftp ssl:ca-file)"})
+            emit(
+                "tls.ca",
+                {
+                    "ca": str(ca.cert),
+                    "created": created,
+                    "hint": f"clients must trust {ca.cert} (curl --cacert, lftp ssl:ca-file)",
+                },
+            )
     if args.insecure:
         emit("tls.insecure", {"upstream": upstream[0]})
     return ProxyTLS(client_facing, UpstreamTLS(upstream[0], not args.insecure, args.upstream_ca))

@@ -236,8 +236,11 @@ def run_explain(args: argparse.Namespace) -> int:
     elif args.format == "markdown":
         print("\n\n".join(_explain_markdown(catalog, exp) for exp in explanations))
     else:
-        print(("\n\n" + "─" * WIDTH + "\n\n").join(_explain_text(catalog, exp)
-                                                  for exp in explanations))
+        print(
+            ("\n\n" + "─" * WIDTH + "\n\n").join(
+                _explain_text(catalog, exp) for exp in explanations
+            )
+        )
     return 0
 
 
@@ -263,8 +266,10 @@ def _explain_text(catalog: Catalog, exp: Explanation) -> str:
         ("remedy", exp.remedy),
     ):
         lines += ["", h[key], *_wrap(text)]
-    for key, text in (("tells", catalog.class_tells(exp.code)),
-                      ("next", catalog.class_next(exp.code))):
+    for key, text in (
+        ("tells", catalog.class_tells(exp.code)),
+        ("next", catalog.class_next(exp.code)),
+    ):
         if text:
             lines += ["", h[key], *_wrap(text)]
     lines += ["", h["references"], *_wrap(", ".join(_references(catalog, exp)))]
@@ -343,7 +348,8 @@ def _compare_text(catalog: Catalog, pair: tuple[Explanation, Explanation]) -> st
     for exp in pair:
         lines += _wrap(_header(exp), indent=" " * (width + 2), first="")
         lines += _wrap(
-            f"{h['class']}: {_class_line(catalog, exp.code)}", indent=" " * (width + 4),
+            f"{h['class']}: {_class_line(catalog, exp.code)}",
+            indent=" " * (width + 4),
             first=" " * (width + 2),
         )
 
@@ -391,17 +397,18 @@ def _compare_markdown(catalog: Catalog, pair: tuple[Explanation, Explanation]) -
         "|---|---|---|",
         *("| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows[1:]),
     ]
-    parts = [f"## {a.code} {a.title} vs {b.code} {b.title}", f"### {h['differences']}",
-             "\n".join(table)]
+    parts = [
+        f"## {a.code} {a.title} vs {b.code} {b.title}",
+        f"### {h['differences']}",
+        "\n".join(table),
+    ]
     for key in ("description", "when", "remedy"):
         parts.append(f"### {h[key]}")
         parts.append("\n".join(f"- **{e.code}**: {getattr(e, key)}" for e in pair))
     parts.append(f"### {h['which']}")
     parts.append("\n".join(f"- **{e.code}**: {_which(e)}" for e in pair))
     parts.append(f"### {h['references']}")
-    parts.append("\n".join(
-        f"- **{e.code}**: {', '.join(_references(catalog, e))}" for e in pair
-    ))
+    parts.append("\n".join(f"- **{e.code}**: {', '.join(_references(catalog, e))}" for e in pair))
     return "\n\n".join(parts)
 
 
@@ -421,18 +428,22 @@ def run_codes(args: argparse.Namespace) -> int:
             continue
         selected.append(catalog.explain(code))
     if args.format == "json":
-        print(_json([
-            {
-                "code": exp.code,
-                "class": exp.reply_class,
-                "group": exp.group,
-                "title": exp.title,
-                "severity": exp.severity,
-                "standard": exp.standard,
-                "variants": catalog.variants(exp.code),
-            }
-            for exp in selected
-        ]))
+        print(
+            _json(
+                [
+                    {
+                        "code": exp.code,
+                        "class": exp.reply_class,
+                        "group": exp.group,
+                        "title": exp.title,
+                        "severity": exp.severity,
+                        "standard": exp.standard,
+                        "variants": catalog.variants(exp.code),
+                    }
+                    for exp in selected
+                ]
+            )
+        )
         return 0
     code_w = max((len(str(exp.code)) for exp in selected), default=3) + 1
     class_w = max((len(_class_label(catalog, exp.code)) for exp in selected), default=0) + 2
@@ -453,9 +464,7 @@ def run_codes(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """A parser with just the knowledge subcommands (the full CLI lives in ftpdiag.cli)."""
-    parser = argparse.ArgumentParser(
-        prog="ftpdiag", description="FTP reply-code knowledge base."
-    )
+    parser = argparse.ArgumentParser(prog="ftpdiag", description="FTP reply-code knowledge base.")
     register(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import Address
-from ftpdiag.core.session import SessionConfig
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.data import DataTimeouts
 from ftpdiag.proxy.tls import ProxyTLS

@@ -76,7 +76,9 @@ class FTPSMixin:
         elif cfg.upstream_tls == "auto" and not self.server_tls:
             self._send_command(command, command.raw, "auth")
         else:
-            self._proxy_reply(234, f"AUTH {command.arg.strip().upper() or 'TLS'} successful.", command)
+            self._proxy_reply(
+                234, f"AUTH {command.arg.strip().upper() or 'TLS'} successful.", command
+            )
             self._out.append(StartTLS("client"))
             self.client_tls = True
 
@@ -85,7 +87,9 @@ class FTPSMixin:
         verb, arg = command.verb, command.arg.strip().upper()
         if verb == "CCC":
             self._proxy_reply(
-                502, "CCC is not supported by ftpdiag: the control channel stays protected.", command
+                502,
+                "CCC is not supported by ftpdiag: the control channel stays protected.",
+                command,
             )
             return True
         if self._mirror or self.config.tls_passthrough:
@@ -135,7 +139,9 @@ class FTPSMixin:
 
     def _on_internal_reply(self, command: Command, reply: Reply) -> None:
         step = f"{command.verb} {command.arg}"
-        ok = (step == "AUTH TLS" and reply.code == 234) or (step != "AUTH TLS" and reply.code == 200)
+        ok = (step == "AUTH TLS" and reply.code == 234) or (
+            step != "AUTH TLS" and reply.code == 200
+        )
         if not ok:
             self._fact("tls.upstream_refused", command=step, code=reply.code, text=reply.text)
             self._proxy_reply(421, f"ftpdiag: the server refused {step}: {reply.code} {reply.text}")
@@ -162,8 +168,13 @@ class FTPSMixin:
     def _on_tls_failed(self, ev: TLSFailed) -> None:
         channel = "control" if ev.pipe is None else "data"
         self._fact(
-            "tls.failed", side=ev.side, channel=channel, pipe=ev.pipe, reason=ev.reason,
-            detail=ev.detail, prot_p=self._prot_p_of(ev.side),
+            "tls.failed",
+            side=ev.side,
+            channel=channel,
+            pipe=ev.pipe,
+            reason=ev.reason,
+            detail=ev.detail,
+            prot_p=self._prot_p_of(ev.side),
         )
         if ev.pipe is not None:
             return

@@ -104,7 +104,11 @@ class ReplyAssembler:
 
     def progress(self) -> dict[str, object]:
         """What an unfinished multi-line reply has shown so far (for a diagnosis)."""
-        return {"code": self._code, "lines": len(self._lines), "mismatched_codes": list(self._mismatched)}
+        return {
+            "code": self._code,
+            "lines": len(self._lines),
+            "mismatched_codes": list(self._mismatched),
+        }
 
     def feed(self, raw: bytes) -> Reply | MalformedReply | OversizedReply | None:
         text = line_text(raw)

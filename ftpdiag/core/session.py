@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ftpdiag.core import addresses as addr
+from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
     Address,
     BlindTraffic,
@@ -28,8 +29,8 @@ from ftpdiag.core.events import (
     DataFailed,
     DataListening,
     DataProgress,
-    DataTally,
     DataRejected,
+    DataTally,
     DialData,
     Fact,
     FinishData,
@@ -42,14 +43,15 @@ from ftpdiag.core.events import (
     Side,
     StartTimer,
     TimerFired,
-    ToClient,
     TLSEstablished,
     TLSFailed,
+    ToClient,
     ToServer,
     UpstreamConnected,
     UpstreamFailed,
 )
 from ftpdiag.core.framing import LineSplitter, OverlongLine, line_text
+from ftpdiag.core.ftps import FTPSMixin
 from ftpdiag.core.messages import (
     Command,
     MalformedReply,
@@ -58,8 +60,6 @@ from ftpdiag.core.messages import (
     ReplyAssembler,
     parse_command,
 )
-from ftpdiag.core.config import SessionConfig
-from ftpdiag.core.ftps import FTPSMixin
 from ftpdiag.core.transfers import TRANSFER_VERBS, DataSetup, Mode, Transfer
 
 Purpose = Literal[
@@ -181,7 +181,9 @@ class Session(FTPSMixin):
         else:
             self._out.append(ToServer(data))
 
-    def _send_command(self, command: Command, raw: bytes, purpose: Purpose = "relay", pipe: int | None = None) -> None:
+    def _send_command(
+        self, command: Command, raw: bytes, purpose: Purpose = "relay", pipe: int | None = None
+    ) -> None:
         self._pending.append(Pending(command, self.clock(), purpose, pipe))
         self._to_server(raw)
 
@@ -212,7 +214,11 @@ class Session(FTPSMixin):
     # ---- upstream ------------------------------------------------------------------------
     def _on_upstream_connected(self, ev: UpstreamConnected) -> None:
         self.upstream_local, self.upstream_peer = ev.local, ev.peer
-        self._fact("upstream.connect", local=f"{ev.local[0]}:{ev.local[1]}", peer=f"{ev.peer[0]}:{ev.peer[1]}")
+        self._fact(
+            "upstream.connect",
+            local=f"{ev.local[0]}:{ev.local[1]}",
+            peer=f"{ev.peer[0]}:{ev.peer[1]}",
+        )
         self._out.extend(ToServer(d) for d in self._to_server_early)
         self._to_server_early.clear()
         if self.config.greeting_timeout > 0:
@@ -269,7 +275,9 @@ class Session(FTPSMixin):
                 )
         elif ev.name == "idle":
             self._fact("control.idle_timeout", seconds=self.config.idle_timeout)
-            self._proxy_reply(421, f"ftpdiag: no activity for {self.config.idle_timeout:g} s; closing.")
+            self._proxy_reply(
+                421, f"ftpdiag: no activity for {self.config.idle_timeout:g} s; closing."
+            )
             self._close("idle timeout")
 
     # ---- client side ---------------------------------------------------------------------
@@ -278,8 +286,15 @@ class Session(FTPSMixin):
             self._out.append(StartTimer("idle", self.config.idle_timeout))
         for item in self._client_lines.feed(ev.data):
             if isinstance(item, OverlongLine):
-                self._fact("protocol.line_too_long", side="client", limit=item.limit, head=line_text(item.head)[:40])
-                self._proxy_reply(500, f"Command line too long (over {item.limit} bytes); discarded.")
+                self._fact(
+                    "protocol.line_too_long",
+                    side="client",
+                    limit=item.limit,
+                    head=line_text(item.head)[:40],
+                )
+                self._proxy_reply(
+                    500, f"Command line too long (over {item.limit} bytes); discarded."
+                )
             else:
                 self._queued.append(item)
         self._drain_client_lines()
@@ -300,7 +315,9 @@ class Session(FTPSMixin):
             self._client_active(command)
         elif verb in UNSUPPORTED:
             self._fact("proxy.unsupported", verb=verb, instead=UNSUPPORTED[verb])
-            self._proxy_reply(502, f"{verb} is not supported by ftpdiag; use {UNSUPPORTED[verb]}.", command)
+            self._proxy_reply(
+                502, f"{verb} is not supported by ftpdiag; use {UNSUPPORTED[verb]}.", command
+            )
         elif verb == "AUTH":
             self._client_auth(command)
         elif verb in ("PBSZ", "PROT", "CCC") and self._client_protection(command):
@@ -377,7 +394,13 @@ class Session(FTPSMixin):
             else:
                 target = addr.parse_eprt_arg(command.arg)
         except addr.AddressError as exc:
-            self._fact("protocol.bad_address", side="client", verb=command.verb, arg=command.arg, error=str(exc))
+            self._fact(
+                "protocol.bad_address",
+                side="client",
+                verb=command.verb,
+                arg=command.arg,
+                error=str(exc),
+            )
             self._proxy_reply(501, f"Syntax error in {command.verb} argument: {exc}.", command)
             return
         if not addr.same_host(target[0], self.client[0]):
@@ -388,7 +411,9 @@ class Session(FTPSMixin):
                 client=self.client[0],
             )
             self._proxy_reply(
-                500, f"Illegal {command.verb} command: data address must be the client's own.", command
+                500,
+                f"Illegal {command.verb} command: data address must be the client's own.",
+                command,
             )
             return
         setup = self._new_setup(command, "active")
@@ -421,7 +446,9 @@ class Session(FTPSMixin):
                 setup.client_listen = ev.address
             else:
                 setup.server_listen = ev.address
-        self._fact("data.listen", pipe=ev.pipe, side=ev.side, address=f"{ev.address[0]}:{ev.address[1]}")
+        self._fact(
+            "data.listen", pipe=ev.pipe, side=ev.side, address=f"{ev.address[0]}:{ev.address[1]}"
+        )
         self._waiting_listeners.discard((ev.pipe, ev.side))
         self._listeners_settled()
 
@@ -468,11 +495,19 @@ class Session(FTPSMixin):
             else:
                 advertised = (self.upstream_peer[0], addr.parse_epsv_reply(reply.text))
         except addr.AddressError as exc:
-            self._fact("protocol.bad_address", side="server", code=reply.code, text=reply.text, error=str(exc))
+            self._fact(
+                "protocol.bad_address",
+                side="server",
+                code=reply.code,
+                text=reply.text,
+                error=str(exc),
+            )
             self._drop_setup(setup)
             self._to_client(reply.raw)
             return
-        dial = advertised if self.config.use_pasv_address else (self.upstream_peer[0], advertised[1])
+        dial = (
+            advertised if self.config.use_pasv_address else (self.upstream_peer[0], advertised[1])
+        )
         setup.server_target = dial
         self._fact(
             "data.passive",
@@ -529,7 +564,9 @@ class Session(FTPSMixin):
         self._fact("transfer.start", **transfer.start_fields())
         if setup.client_mode == "active":
             assert setup.client_target is not None
-            self._out.append(DialData(setup.pipe, "client", setup.client_target, self.client_prot_p))
+            self._out.append(
+                DialData(setup.pipe, "client", setup.client_target, self.client_prot_p)
+            )
         self._send_command(command, command.raw, "transfer", setup.pipe)
 
     def _on_transfer_final(self, pending: Pending, reply: Reply) -> None:
@@ -638,7 +675,9 @@ class Session(FTPSMixin):
             if transfer.final_code is not None:
                 self._end_transfer(transfer, transfer.final_code)
             elif self.config.completion_timeout > 0:
-                self._out.append(StartTimer(f"completion:{ev.pipe}", self.config.completion_timeout))
+                self._out.append(
+                    StartTimer(f"completion:{ev.pipe}", self.config.completion_timeout)
+                )
         if self._hold_pipe == ev.pipe:
             self._release_held()
 
@@ -664,8 +703,15 @@ class Session(FTPSMixin):
             if self.closed:
                 return
             if isinstance(item, OverlongLine):
-                self._fact("protocol.line_too_long", side="server", limit=item.limit, head=line_text(item.head)[:40])
-                self._proxy_reply(421, f"ftpdiag: the server sent a line over {item.limit} bytes; closing.")
+                self._fact(
+                    "protocol.line_too_long",
+                    side="server",
+                    limit=item.limit,
+                    head=line_text(item.head)[:40],
+                )
+                self._proxy_reply(
+                    421, f"ftpdiag: the server sent a line over {item.limit} bytes; closing."
+                )
                 self._close("server line too long")
                 return
             result = self._assembler.feed(item)
@@ -676,7 +722,9 @@ class Session(FTPSMixin):
                 self._to_client(result.raw)
             elif isinstance(result, OversizedReply):
                 self._fact("protocol.reply_too_long", code=result.code, limit=result.limit)
-                self._proxy_reply(421, "ftpdiag: the server's multi-line reply never ended; closing.")
+                self._proxy_reply(
+                    421, "ftpdiag: the server's multi-line reply never ended; closing."
+                )
                 self._close("server reply too long")
             else:
                 self._on_reply(result)
@@ -758,7 +806,7 @@ class Session(FTPSMixin):
         elif command.verb == "PROT":
             self._after_protection_reply(command, reply)
 
-    _handlers: dict[type, Callable[[Session, Any], None]] = {
+    _handlers: ClassVar[dict[type, Callable[[Session, Any], None]]] = {
         UpstreamConnected: _on_upstream_connected,
         UpstreamFailed: _on_upstream_failed,
         FromClient: _on_client_bytes,

@@ -30,5 +30,6 @@ class AccessPolicy:
         if self.max_sessions and sessions >= self.max_sessions:
             return f"too many sessions ({self.max_sessions}, see --max-sessions)"
         if self.max_per_client and from_client >= self.max_per_client:
-            return f"too many sessions from {host} ({self.max_per_client}, see --max-sessions-per-client)"
+            limit = self.max_per_client
+            return f"too many sessions from {host} ({limit}, see --max-sessions-per-client)"
         return None

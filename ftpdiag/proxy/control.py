@@ -7,6 +7,7 @@ listener reporting its port) is handled after the current batch, never in the mi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 from collections import deque
@@ -16,10 +17,11 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
     Address,
     BlindTraffic,
@@ -49,8 +51,9 @@ from ftpdiag.core.events import (
     UpstreamConnected,
     UpstreamFailed,
 )
-from ftpdiag.core.session import Session, SessionConfig
+from ftpdiag.core.session import Session
 from ftpdiag.proxy.access import AccessPolicy
+from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.tls import (
     ProxyTLS,
@@ -86,10 +89,8 @@ def _tune_control_socket(transport: Any) -> None:
     handle = getattr(transport, "getHandle", None)
     if handle is None:
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         handle().setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 def _where(exc: BaseException) -> str:
@@ -124,7 +125,9 @@ class ServerControl(Protocol):
         if upstream is not None and upstream.verify:
             wrong = check_peer_name(conn, upstream.server_name)
             if wrong is not None:
-                self.owner.feed(TLSFailed("server", wrong, f"certificate does not name {upstream.server_name}"))
+                self.owner.feed(
+                    TLSFailed("server", wrong, f"certificate does not name {upstream.server_name}")
+                )
                 self.transport.abortConnection()  # type: ignore[union-attr]
                 return
         self.owner.feed(TLSEstablished("server", tls_facts(conn)))
@@ -136,7 +139,7 @@ class ServerControl(Protocol):
             return
         self.owner.feed(FromServer(data))
 
-    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.owner.server = None
         if self.handshaking:
             self.handshaking = False
@@ -180,8 +183,8 @@ class ClientControl(Protocol):
         settings = self.factory.settings
         self.session = Session(
             settings.session,
-            client=(peer.host, peer.port),  # type: ignore[attr-defined]
-            client_local=(host.host, host.port),  # type: ignore[attr-defined]
+            client=host_port(peer),
+            client_local=host_port(host),
             upstream=settings.upstream,
             clock=self.reactor.seconds,
         )
@@ -218,7 +221,7 @@ class ClientControl(Protocol):
         for pipe_id, pipe in list(self.pipes.items()):
             self.feed(DataTally(pipe_id, *pipe.tally()))
 
-    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.tally_pipes()
         if self.handshaking:
             self.handshaking = False
@@ -235,8 +238,9 @@ class ClientControl(Protocol):
             server.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.server = server
-        local, peer = server.transport.getHost(), server.transport.getPeer()  # type: ignore[union-attr]
-        self.feed(UpstreamConnected((local.host, local.port), (peer.host, peer.port)))  # type: ignore[attr-defined]
+        assert server.transport is not None
+        transport = server.transport
+        self.feed(UpstreamConnected(host_port(transport.getHost()), host_port(transport.getPeer())))
 
     def _upstream_failed(self, failure: Failure) -> None:
         kind, detail = UpstreamConnector.classify(failure)
@@ -300,8 +304,12 @@ class ClientControl(Protocol):
         pipe = self.pipes.get(pipe_id)
         if pipe is None:
             pipe = DataPipe(
-                pipe_id, self.reactor, self._pipe_report(pipe_id), self.factory.settings.data,
-                self._start_data_tls, self.remember_upstream_session,
+                pipe_id,
+                self.reactor,
+                self._pipe_report(pipe_id),
+                self.factory.settings.data,
+                self._start_data_tls,
+                self.remember_upstream_session,
             )
             self.pipes[pipe_id] = pipe
         return pipe
@@ -317,7 +325,7 @@ class ClientControl(Protocol):
         if self.upstream_session is not None:
             return self.upstream_session
         if self.server is not None and self.server.transport is not None:
-            return self.server.transport.getHandle().get_session()  # type: ignore[union-attr]
+            return self.server.transport.getHandle().get_session()  # type: ignore[attr-defined]
         return None
 
     def remember_upstream_session(self, session: Any) -> None:
@@ -373,7 +381,9 @@ class ProxyFactory(Factory):
         self.per_client: dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        refusal = self.settings.access.refusal(addr.host, len(self.sessions), self.per_client.get(addr.host, 0))
+        refusal = self.settings.access.refusal(
+            addr.host, len(self.sessions), self.per_client.get(addr.host, 0)
+        )
         if refusal is not None:
             self.sink("access.refused", {"client": f"{addr.host}:{addr.port}", "reason": refusal})
             return _Refuse(refusal)
@@ -409,5 +419,3 @@ class _Refuse(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(f"421 ftpdiag: {self.reason}.\r\n".encode())  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
-
-

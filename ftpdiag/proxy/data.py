@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import error
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTCP, IReactorTime
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -37,6 +42,7 @@ from ftpdiag.core.events import (
     TLSEstablished,
     TLSFailed,
 )
+from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
 READ_SIZE = 1 << 20
@@ -67,8 +73,13 @@ class DataEnd(Protocol):
         self.handshaking = False
         self.tls_done = False
 
+    @property
+    def tcp(self) -> Any:
+        """The TCP transport: a consumer, a push producer, and a TLS transport once started."""
+        return self.transport
+
     def connectionMade(self) -> None:
-        self.transport.bufferSize = READ_SIZE  # type: ignore[union-attr]
+        self.tcp.bufferSize = READ_SIZE
         if self.side in self.pipe.tls_sides:
             # RFC 4217 §7: whoever dialled, the FTP client is the TLS client and the server
             # the TLS server, so the proxy is TLS server toward clients, client toward servers.
@@ -80,20 +91,20 @@ class DataEnd(Protocol):
     def handshakeCompleted(self) -> None:
         self.handshaking = False
         self.tls_done = True
-        facts = tls_facts(self.transport.getHandle())  # type: ignore[union-attr]
+        facts = tls_facts(self.tcp.getHandle())
         self.pipe.report(TLSEstablished(self.side, facts, self.pipe.id))
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
         other = self.pipe.ends[OTHER[self.side]]
         if other is not None:
-            other.transport.write(data)  # type: ignore[union-attr]
+            other.tcp.write(data)
 
-    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         if self.tls_done and self.side == "server" and self.pipe.remember_session is not None:
             # Only now has the server's TLS 1.3 ticket surely arrived on this connection.
-            session = resumable_session(self.transport.getHandle())  # type: ignore[union-attr]
+            session = resumable_session(self.tcp.getHandle())
             if session is not None:
                 self.pipe.remember_session(session)
         if self.handshaking:
@@ -124,8 +135,10 @@ class _DialFactory(ClientFactory):
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.pipe.dialling.discard(self.side)
-        kind = "refused" if reason.check(error.ConnectionRefusedError) else (
-            "timeout" if reason.check(error.TimeoutError) else "unreachable"
+        kind = (
+            "refused"
+            if reason.check(error.ConnectionRefusedError)
+            else ("timeout" if reason.check(error.TimeoutError) else "unreachable")
         )
         self.pipe.failed(self.side, kind, reason.getErrorMessage())
 
@@ -184,8 +197,7 @@ class DataPipe:
             return
         self.listeners[side] = port
         self._start_timer(f"connect-{side}", lambda: self._nobody_came(side))
-        bound = port.getHost()
-        self.report(DataListening(self.id, side, (bound.host, bound.port)))  # type: ignore[attr-defined]
+        self.report(DataListening(self.id, side, host_port(port.getHost())))
 
     def dial(self, side: Side, address: Address, tls: bool = False) -> None:
         if tls:
@@ -204,20 +216,19 @@ class DataPipe:
     # ---- life of the ends ----------------------------------------------------------------
     def end_connected(self, end: DataEnd) -> None:
         self.ends[end.side] = end
-        peer = end.transport.getPeer()  # type: ignore[union-attr]
-        self.report(DataConnected(self.id, end.side, (peer.host, peer.port)))  # type: ignore[attr-defined]
+        self.report(DataConnected(self.id, end.side, host_port(end.tcp.getPeer())))
         other = self.ends[OTHER[end.side]]
         if other is None:
             partner = OTHER[end.side]
             if self.finishing and partner not in self.listeners and partner not in self.dialling:
-                end.transport.loseConnection()  # type: ignore[union-attr]  # nobody will come
+                end.tcp.loseConnection()  # nobody will come
             else:
-                end.transport.pauseProducing()  # type: ignore[union-attr]
+                end.tcp.pauseProducing()
             return
         self.started = self.reactor.seconds()
-        end.transport.registerProducer(other.transport, True)  # type: ignore[union-attr]
-        other.transport.registerProducer(end.transport, True)  # type: ignore[union-attr]
-        other.transport.resumeProducing()  # type: ignore[union-attr]
+        end.tcp.registerProducer(other.transport, True)
+        other.tcp.registerProducer(end.transport, True)
+        other.tcp.resumeProducing()
         ticks = [t for t in (self.timeouts.progress, self.timeouts.stall / 2) if t > 0]
         if ticks:
             self._last_moved = (self._counts(), self.reactor.seconds())
@@ -235,11 +246,11 @@ class DataPipe:
         if other is not None and not other.lost:
             # The lost end no longer produces; a TLS transport would otherwise wait for its
             # producer to go before sending close_notify, and never close.
-            other.transport.unregisterProducer()  # type: ignore[union-attr]
+            other.tcp.unregisterProducer()
             if state == "eof":
-                other.transport.loseConnection()  # type: ignore[union-attr]
+                other.tcp.loseConnection()
             else:
-                other.transport.abortConnection()  # type: ignore[union-attr]
+                other.tcp.abortConnection()
         self._maybe_done()
 
     def failed(self, side: Side, kind: str, detail: str) -> None:
@@ -249,12 +260,14 @@ class DataPipe:
     def _nobody_came(self, side: Side) -> None:
         self.timers.pop(f"connect-{side}", None)
         self.report(
-            DataFailed(self.id, side, "timeout", f"no connection within {self.timeouts.connect:g} s")
+            DataFailed(
+                self.id, side, "timeout", f"no connection within {self.timeouts.connect:g} s"
+            )
         )
         self.close()
 
     def _tick(self) -> None:
-        """Progress every ``progress`` seconds, and the stall check: one timer, no per-chunk work."""
+        """Progress every ``progress`` seconds and the stall check: one timer, no per-chunk work."""
         now, counts = self.reactor.seconds(), self._counts()
         if counts != self._last_moved[0]:
             self._last_moved = (counts, now)
@@ -288,7 +301,7 @@ class DataPipe:
             for side, end in self.ends.items():
                 partner = self.ends[OTHER[side]]
                 if end is not None and not end.lost and (partner is None or not partner.lost):
-                    end.transport.abortConnection()  # type: ignore[union-attr]
+                    end.tcp.abortConnection()
         self._start_timer("drain", self.close, self.timeouts.drain)
         self._maybe_done()
 
@@ -299,7 +312,7 @@ class DataPipe:
             self.stop_listening(side)
         for end in self.ends.values():
             if end is not None and not end.lost:
-                end.transport.abortConnection()  # type: ignore[union-attr]
+                end.tcp.abortConnection()
         self.dialling.clear()
         self._maybe_done()
 

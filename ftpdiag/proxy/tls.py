@@ -143,7 +143,7 @@ def check_peer_name(conn: SSL.Connection, name: str) -> str | None:
             verify_hostname(conn, name)
     except VerificationError:
         return "wrong IP address" if is_ip else "wrong host name"
-    except Exception as exc:  # noqa: BLE001 - a certificate without usable names
+    except Exception as exc:
         return f"certificate names cannot be checked ({type(exc).__name__})"
     return None
 
@@ -188,9 +188,13 @@ def classify_handshake(detail: str, verify_reason: str | None = None) -> str:
     if verify_reason:
         return verify_reason
     d = detail.lower()
-    if any(w in d for w in ("unknown ca", "certificate unknown", "bad certificate", "decrypt error")):
+    if any(
+        w in d for w in ("unknown ca", "certificate unknown", "bad certificate", "decrypt error")
+    ):
         return "the peer does not trust the certificate"
-    if any(w in d for w in ("wrong version", "unsupported protocol", "no protocols", "version too")):
+    if any(
+        w in d for w in ("wrong version", "unsupported protocol", "no protocols", "version too")
+    ):
         return "TLS version mismatch"
     if "certificate verify failed" in d:
         return "certificate verification failed"
@@ -206,8 +210,13 @@ class ProxyTLS:
     client_facing: ClientFacingTLS | None = None
     upstream: UpstreamTLS | None = None
 
-    def start(self, transport: Any, side: str, normal: bool,
-              resume: Callable[[], SSL.Session | None] | None = None) -> None:
+    def start(
+        self,
+        transport: Any,
+        side: str,
+        normal: bool,
+        resume: Callable[[], SSL.Session | None] | None = None,
+    ) -> None:
         """Start TLS on ``transport``: as server toward clients, as client toward the server."""
         if side == "client":
             assert self.client_facing is not None

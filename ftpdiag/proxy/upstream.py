@@ -51,7 +51,7 @@ class UpstreamConnector:
     ) -> defer.Deferred[Any]:
         kind = TCP6ClientEndpoint if ipaddress.ip_address(ip).version == 6 else TCP4ClientEndpoint
         endpoint = kind(self.reactor, ip, port, timeout=self.timeout)
-        return endpoint.connect(Factory.forProtocol(build))  # type: ignore[arg-type]
+        return endpoint.connect(Factory.forProtocol(build))
 
     @staticmethod
     def classify(failure: Failure) -> tuple[FailureKind, str]:

@@ -36,11 +36,27 @@ Severity = Literal["info", "warning", "error"]
 LANGUAGES: tuple[str, ...] = ("en", "vi")
 SEVERITIES: frozenset[str] = frozenset({"info", "warning", "error"})
 STATE_TAGS: frozenset[str] = frozenset(
-    {"greeting", "before_login", "logged_in", "tls", "prot_p", "passive", "active", "transfer",
-     "abort"}
+    {
+        "greeting",
+        "before_login",
+        "logged_in",
+        "tls",
+        "prot_p",
+        "passive",
+        "active",
+        "transfer",
+        "abort",
+    }
 )
 HEADING_KEYS: tuple[str, ...] = (
-    "class", "description", "when", "remedy", "differences", "which", "references", "next",
+    "class",
+    "description",
+    "when",
+    "remedy",
+    "differences",
+    "which",
+    "references",
+    "next",
     "tells",
 )
 CLASS_KEYS: tuple[str, ...] = ("1", "2", "3", "4", "5", "6")
@@ -51,8 +67,15 @@ GENERIC_PLACEHOLDERS: frozenset[str] = frozenset({"class", "group", "code"})
 _CODE_FIELDS = frozenset({"code", "severity", "standard", "references", "variant", *PROSE_FIELDS})
 _CODE_REQUIRED = frozenset(_CODE_FIELDS - {"variant"})
 _VARIANT_FIELDS = frozenset({"key", "after", "state", "text", "severity", *PROSE_FIELDS})
-_META_TABLES = ("headings", "classes", "class_tells", "class_next", "groups", "nonstandard",
-                "generic")
+_META_TABLES = (
+    "headings",
+    "classes",
+    "class_tells",
+    "class_next",
+    "groups",
+    "nonstandard",
+    "generic",
+)
 _VERB_RE = re.compile(r"[A-Z]{3,4}")
 _KEY_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -152,9 +175,7 @@ class Catalog:
         if lang is not None and doc_lang != lang:
             raise CatalogError(f"{source}: [meta] lang is {doc_lang!r}, expected {lang!r}")
         self.lang = doc_lang
-        tables = {
-            name: _require_table(meta, name, f"{source}: [meta]") for name in _META_TABLES
-        }
+        tables = {name: _require_table(meta, name, f"{source}: [meta]") for name in _META_TABLES}
         self.headings = _string_table(
             tables["headings"], HEADING_KEYS, f"{source}: [meta.headings]"
         )
@@ -219,15 +240,20 @@ class Catalog:
         entry = self._entries.get(code)
         return [] if entry is None else [variant.key for variant in entry.variants]
 
-    def variant_conditions(self, code: int) -> list[tuple[str, tuple[str, ...], tuple[str, ...],
-                                                          str]]:
+    def variant_conditions(
+        self, code: int
+    ) -> list[tuple[str, tuple[str, ...], tuple[str, ...], str]]:
         """``(key, after, state, text)`` for each variant of ``code``, for parity checks."""
         entry = self._entries.get(code)
         if entry is None:
             return []
         return [
-            (v.key, tuple(sorted(v.after)), tuple(sorted(v.state)),
-             "" if v.text is None else v.text.pattern)
+            (
+                v.key,
+                tuple(sorted(v.after)),
+                tuple(sorted(v.state)),
+                "" if v.text is None else v.text.pattern,
+            )
             for v in entry.variants
         ]
 
@@ -474,9 +500,7 @@ def load_catalog_file(path: str | Path, lang: str | None = None) -> Catalog:
 def load_catalog(lang: str = "en") -> Catalog:
     """Load, validate and cache the packaged catalog for ``lang`` (one of :data:`LANGUAGES`)."""
     if lang not in LANGUAGES:
-        raise CatalogError(
-            f"unknown catalog language {lang!r} (available: {', '.join(LANGUAGES)})"
-        )
+        raise CatalogError(f"unknown catalog language {lang!r} (available: {', '.join(LANGUAGES)})")
     resource = resources.files("ftpdiag.rules").joinpath("catalog").joinpath(f"{lang}.toml")
     source = f"ftpdiag/rules/catalog/{lang}.toml"
     try:

@@ -75,8 +75,6 @@ TLS_COMMANDS = frozenset({
 })  # fmt: skip
 
 
-
-
 def _state(f: dict[str, Any]) -> frozenset[str]:
     return frozenset(f.get("state") or ())
 
@@ -401,8 +399,30 @@ def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
 
 
 OPTIONAL_VERBS = frozenset(
-    {"SITE", "OPTS", "FEAT", "HELP", "CLNT", "HOST", "LANG", "MFMT", "MFCT", "MFF", "HASH",
-     "XCRC", "XMD5", "XSHA1", "ALLO", "SMNT", "ACCT", "SYST", "STAT", "MDTM", "SIZE", "MLST"}
+    {
+        "SITE",
+        "OPTS",
+        "FEAT",
+        "HELP",
+        "CLNT",
+        "HOST",
+        "LANG",
+        "MFMT",
+        "MFCT",
+        "MFF",
+        "HASH",
+        "XCRC",
+        "XMD5",
+        "XSHA1",
+        "ALLO",
+        "SMNT",
+        "ACCT",
+        "SYST",
+        "STAT",
+        "MDTM",
+        "SIZE",
+        "MLST",
+    }
 )
 
 

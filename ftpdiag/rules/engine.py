@@ -18,7 +18,8 @@ from importlib import resources
 from typing import Any
 
 from ftpdiag.rules.catalog import Explanation, load_catalog
-from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS, Finding
+from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS
+from ftpdiag.rules.finding import Finding
 from ftpdiag.rules.view import SessionView
 
 SEVERITIES = frozenset({"info", "warning", "error"})
