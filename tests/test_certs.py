@@ -17,7 +17,7 @@ def test_config_dir_follows_xdg() -> None:
 
 
 def test_ca_is_created_once_with_private_key_0600(tmp_path: Path) -> None:
-    """The first call creates the CA; the second reuses it; the key is readable by its owner only."""
+    """The first call creates the CA, the second reuses it; only the owner can read the key."""
     pair, created = ensure_ca(tmp_path / "cfg")
     assert created and stat.S_IMODE(pair.key.stat().st_mode) == 0o600
     again, created_again = ensure_ca(tmp_path / "cfg")
