@@ -192,7 +192,8 @@ class Session(FTPSMixin):
             return
         for transfer in self._transfers.values():
             if not transfer.ended:
-                self._end_transfer(transfer, "closed")
+                final = transfer.final_code  # the reply came; only the pipe's report did not
+                self._end_transfer(transfer, final if final is not None else "closed")
         duration = self.clock() - self.started
         c = self._counts
         self._fact(

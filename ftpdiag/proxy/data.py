@@ -42,6 +42,7 @@ from ftpdiag.core.events import (
     TLSEstablished,
     TLSFailed,
 )
+from ftpdiag.proxy import splice
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
@@ -58,6 +59,8 @@ class DataTimeouts:
     progress: float = 5.0
     #: No byte in either direction for this long ends the pipe (0: never).
     stall: float = 300.0
+    #: Relay plain pipes with os.splice (Linux) instead of through Python.
+    splice: bool = True
 
 
 @implementer(IHandshakeListener)
@@ -178,6 +181,9 @@ class DataPipe:
         self.finishing = False
         self.done = False
         self.tls_sides: set[Side] = set()
+        self.directions: list[splice.Direction] = []  # [to client, to server] while splicing
+        self.splice_states: dict[Side, EndState] = {}
+        self._finished_directions = 0
         self._start_tls = start_tls
         self.remember_session = remember_session
 
@@ -226,9 +232,12 @@ class DataPipe:
                 end.tcp.pauseProducing()
             return
         self.started = self.reactor.seconds()
-        end.tcp.registerProducer(other.transport, True)
-        other.tcp.registerProducer(end.transport, True)
-        other.tcp.resumeProducing()
+        if self.timeouts.splice and splice.AVAILABLE and not self.tls_sides:
+            self._start_splice()
+        else:
+            end.tcp.registerProducer(other.transport, True)
+            other.tcp.registerProducer(end.transport, True)
+            other.tcp.resumeProducing()
         ticks = [t for t in (self.timeouts.progress, self.timeouts.stall / 2) if t > 0]
         if ticks:
             self._last_moved = (self._counts(), self.reactor.seconds())
@@ -237,8 +246,57 @@ class DataPipe:
             self.progress.clock = self.reactor
             self.progress.start(min(ticks), now=False)
 
+    # ---- zero-copy relaying ------------------------------------------------------------------
+    @property
+    def splicing(self) -> bool:
+        return bool(self.directions) and self._finished_directions < len(self.directions)
+
+    def _sockets(self) -> tuple[Any, Any]:
+        server, client = self.ends["server"], self.ends["client"]
+        assert server is not None and client is not None
+        return server.tcp.getHandle(), client.tcp.getHandle()
+
+    def _start_splice(self) -> None:
+        """Both ends are up and plain: hand the bytes to the kernel (see ``splice``)."""
+        for end in self.ends.values():
+            assert end is not None
+            end.tcp.stopReading()
+            end.tcp.stopWriting()
+        server, client = self._sockets()
+        splice.prepare(server)
+        splice.prepare(client)
+
+        def done(direction: splice.Direction) -> None:
+            self.reactor.callFromThread(self._direction_done, direction)
+
+        self.directions = [
+            splice.Direction(server, client, done),
+            splice.Direction(client, server, done),
+        ]
+        for direction in self.directions:
+            direction.start()
+
+    def _direction_done(self, direction: splice.Direction) -> None:
+        self._finished_directions += 1
+        if direction.src_end != "eof" or direction.dst_failed:
+            splice.interrupt(*self._sockets())  # a reset ends the other direction too
+        if self._finished_directions < len(self.directions):
+            return
+        to_client, to_server = self.directions
+        server_failed = to_client.src_end == "reset" or to_server.dst_failed
+        client_failed = to_server.src_end == "reset" or to_client.dst_failed
+        # As on the reactor path: the side that failed is "reset", and the proxy then closed
+        # the other one ("closed"); otherwise each side ended as its direction saw it.
+        self.splice_states = {
+            "server": "reset" if server_failed else "closed" if client_failed else "eof",
+            "client": "reset" if client_failed else "closed" if server_failed else "eof",
+        }
+        for end in self.ends.values():
+            assert end is not None
+            end.tcp.loseConnection()
+
     def end_lost(self, end: DataEnd, reason: Failure) -> None:
-        state = _end_state(reason)
+        state = self.splice_states.get(end.side) or _end_state(reason)
         self.states[end.side] = state
         if self.first_closed is None:
             self.first_closed = end.side
@@ -285,6 +343,8 @@ class DataPipe:
         return self._counts()
 
     def _counts(self) -> tuple[int, int]:
+        if self.directions:
+            return self.directions[0].moved, self.directions[1].moved
         server, client = self.ends["server"], self.ends["client"]
         return (server.received if server else 0, client.received if client else 0)
 
@@ -292,6 +352,11 @@ class DataPipe:
     def finish(self, abort: bool) -> None:
         """The transfer's final reply arrived: end the pipe now (abort) or let it drain."""
         self.finishing = True
+        if self.splicing:
+            if abort:
+                splice.interrupt(*self._sockets())
+            self._start_timer("drain", self.close, self.timeouts.drain)
+            return
         for side in list(self.listeners):
             partner = self.ends[OTHER[side]]
             if abort or partner is None or partner.lost:
@@ -310,6 +375,9 @@ class DataPipe:
         self.finishing = True
         for side in list(self.listeners):
             self.stop_listening(side)
+        if self.splicing:
+            splice.interrupt(*self._sockets())  # the threads end; the sockets close after
+            return
         for end in self.ends.values():
             if end is not None and not end.lost:
                 end.tcp.abortConnection()

@@ -361,7 +361,9 @@ def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding
         ev = _reply_evidence(f)
         if f.get("idle_ms") is not None:
             ev["idle_ms"] = f["idle_ms"]
-        if "transfer" in _state(f):
+        # A 421 answering the transfer command ends that transfer even when its data
+        # connection closed a moment before the reply was read.
+        if "transfer" in _state(f) or f.get("command") in TRANSFER_VERBS:
             yield Finding("transfer.server_gave_up", 421, ev)
         else:
             yield Finding("control.idle_timeout", 421, ev)
@@ -394,7 +396,12 @@ def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
             yield Finding("upstream.unreachable", 421, dict(f))
         else:
             yield Finding("upstream.error", 421, dict(f))
-    elif event == "control.closed" and f.get("side") == "server" and f.get("transfer_open"):
+    elif (
+        event == "control.closed"
+        and f.get("side") == "server"
+        and f.get("transfer_open")
+        and f.get("awaiting")  # a server that answered first (421) has explained itself
+    ):
         yield Finding("control.dropped_during_transfer", None, dict(f))
 
 

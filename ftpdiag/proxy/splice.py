@@ -1,0 +1,91 @@
+"""Zero-copy relaying of a plain data pipe: ``os.splice`` socket → kernel pipe → socket.
+
+Relaying through Python costs a read into a bytes object and a write out of it for every
+chunk; on a 2-core machine that caps a data channel well below the wire. Once both ends of a
+plain (non-TLS) pipe are connected, the proxy takes both sockets out of the reactor and moves
+each direction in a thread with ``splice``: the bytes never enter user space, a slow reader
+blocks the thread (TCP flow control is the back-pressure), and the only per-chunk work is an
+addition to the byte count. Each side's ending (EOF or reset) is still observed, and mirrored.
+
+The threads never close a socket: file descriptors belong to the reactor, which closes them
+only after both threads have finished (closing earlier could let a reused descriptor number
+receive another connection's bytes). To stop a direction early, the reactor shuts the sockets
+down, which wakes the blocked ``splice`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from ftpdiag.core.events import EndState
+
+AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
+CHUNK = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class Direction:
+    """One direction of a pipe: bytes from ``src`` to ``dst`` until EOF or an error."""
+
+    def __init__(
+        self, src: socket.socket, dst: socket.socket, done: Callable[[Direction], None]
+    ) -> None:
+        self.src, self.dst, self.done = src, dst, done
+        self.moved = 0
+        self.src_end: EndState | None = None  # "eof" or "reset" once the source finished
+        self.dst_failed = False  # writing to the destination failed (its peer went away)
+        self.thread = threading.Thread(target=self._run, name="ftpdiag-splice", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, CHUNK)
+        src, dst = self.src.fileno(), self.dst.fileno()
+        try:
+            while True:
+                try:
+                    n = os.splice(src, write_end, CHUNK)
+                except OSError:
+                    self.src_end = "reset"
+                    break
+                if n == 0:
+                    # Mirror the EOF as the reactor path's loseConnection does: the other
+                    # socket is closed for good (FIN), which also ends the reverse direction.
+                    self.src_end = "eof"
+                    with contextlib.suppress(OSError):
+                        self.dst.shutdown(socket.SHUT_RDWR)
+                    break
+                while n:
+                    try:
+                        sent = os.splice(read_end, dst, n)
+                    except OSError:
+                        self.dst_failed = True
+                        self.src_end = "closed"
+                        return
+                    n -= sent
+                    self.moved += sent
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+            self.done(self)
+
+
+def prepare(sock: socket.socket) -> None:
+    """The threads block in ``splice``: the sockets must be in blocking mode."""
+    sock.setblocking(True)
+
+
+def interrupt(*socks: socket.socket) -> None:
+    """Wake blocked directions: shut the sockets down (never close them from here)."""
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
