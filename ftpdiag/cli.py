@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import sys
@@ -363,7 +364,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         assert tmp is not None
         tmp.cleanup()
     if log_file is not None:
-        log_file.close()
+        with contextlib.suppress(OSError):  # a full disk was already reported by the sink
+            log_file.close()
     return 0
 
 

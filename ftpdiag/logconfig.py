@@ -9,6 +9,7 @@ was logged and concurrent sessions never interleave within a line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -35,8 +36,13 @@ SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 
 
+WARNING_EVENTS = frozenset({"proxy.exposed", "tls.insecure", "proxy.internal_error"})
+
+
 def level_of(event: str, fields: dict[str, Any]) -> str:
     """The log level of a record: diagnoses by severity, data-channel detail at debug."""
+    if event in WARNING_EVENTS:
+        return "warning"
     if event == "diagnosis":
         return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
     if event in DEBUG_EVENTS:
@@ -58,17 +64,40 @@ class Sink:
     stream: TextIO
     render: Callable[[EventDict], str]
     min_level: int
+    broken: bool = False
 
     def write(self, level: int, event_dict: EventDict) -> None:
-        if level >= self.min_level:
-            text = self.render(event_dict)
-            if text:
-                self.stream.write(text + "\n")
-                self.stream.flush()
+        if level < self.min_level or self.broken:
+            return
+        text = self.render(event_dict)
+        if not text:
+            return
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            # A full disk or a closed terminal must not stop the proxy: logging becomes best
+            # effort, and the failure is said once on stderr.
+            self.broken = True
+            with contextlib.suppress(OSError, ValueError):
+                name = getattr(self.stream, "name", "log")
+                sys.stderr.write(f"ftpdiag: warning: cannot write to {name}: {exc}; log stopped\n")
+
+
+MAX_FIELD = 4096
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_FIELD:
+        return f"{value[:MAX_FIELD]}… ({len(value) - MAX_FIELD} more characters)"
+    return value
 
 
 def render_json(event_dict: EventDict) -> str:
-    return json.dumps(event_dict, ensure_ascii=False, default=str)
+    """One JSON object per line; long strings are cut so a record stays small (one write)."""
+    return json.dumps(
+        {k: _bounded(v) for k, v in event_dict.items()}, ensure_ascii=False, default=str
+    )
 
 
 class _Fanout:

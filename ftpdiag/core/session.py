@@ -53,6 +53,8 @@ from ftpdiag.core.events import (
 from ftpdiag.core.framing import LineSplitter, OverlongLine, line_text
 from ftpdiag.core.ftps import FTPSMixin
 from ftpdiag.core.messages import (
+    REDACTED,
+    SECRET_VERBS,
     Command,
     MalformedReply,
     OversizedReply,
@@ -88,6 +90,14 @@ class _Counters:
     by_class: dict[str, int] = field(default_factory=dict)
     transfers: int = 0
     bytes: int = 0
+
+
+def _loggable_head(raw: bytes) -> str:
+    """The start of an over-long client line for the log: a PASS/ACCT line shows no secret."""
+    command = parse_command(raw)
+    if command.verb in SECRET_VERBS:
+        return f"{command.verb} {REDACTED}"
+    return line_text(raw)[:40]
 
 
 def _crlf(text: str) -> bytes:
@@ -136,6 +146,7 @@ class Session(FTPSMixin):
         self._pipe_connected: dict[int, int] = {}
         self._counts = _Counters()
         self._last_command_at = self.started
+        self._idle_mark = -1
         self._init_tls()
 
     # ---- entry point ----------------------------------------------------------------
@@ -224,6 +235,8 @@ class Session(FTPSMixin):
         self._to_server_early.clear()
         if self.config.greeting_timeout > 0:
             self._out.append(StartTimer("greeting", self.config.greeting_timeout))
+        if self.config.idle_timeout > 0:
+            self._out.append(StartTimer("idle", self.config.idle_timeout))
 
     def _on_upstream_failed(self, ev: UpstreamFailed) -> None:
         target = f"{self.upstream_target[0]}:{self.upstream_target[1]}"
@@ -275,10 +288,29 @@ class Session(FTPSMixin):
                     waited_s=self.config.completion_timeout,
                 )
         elif ev.name == "idle":
-            self._fact("control.idle_timeout", seconds=self.config.idle_timeout)
-            self._proxy_reply(
-                421, f"ftpdiag: no activity for {self.config.idle_timeout:g} s; closing."
+            seconds = self.config.idle_timeout
+            running = [t for t in self._transfers.values() if t.open]
+            moved = sum(t.to_client + t.to_server for t in running)
+            if running and moved != self._idle_mark:
+                # Data is moving (the glue tallied it just now): the control connection is
+                # quiet during a transfer, not idle.
+                self._idle_mark = moved
+                self._out.append(StartTimer("idle", seconds))
+                return
+            waiting = self._pending[0].command if self._pending else None
+            if waiting is not None and not running:
+                self._fact("control.server_silent", awaiting=waiting.verb, seconds=seconds)
+                text = f"ftpdiag: the server did not answer {waiting.verb} in {seconds:g} s."
+                self._proxy_reply(421, text)
+                self._close("server silent")
+                return
+            self._fact(
+                "control.idle_timeout",
+                seconds=seconds,
+                awaiting=waiting.verb if waiting is not None else None,
+                transfer_stalled=bool(running),
             )
+            self._proxy_reply(421, f"ftpdiag: no activity for {seconds:g} s; closing.")
             self._close("idle timeout")
 
     # ---- client side ---------------------------------------------------------------------
@@ -291,7 +323,7 @@ class Session(FTPSMixin):
                     "protocol.line_too_long",
                     side="client",
                     limit=item.limit,
-                    head=line_text(item.head)[:40],
+                    head=_loggable_head(item.head),
                 )
                 self._proxy_reply(
                     500, f"Command line too long (over {item.limit} bytes); discarded."
@@ -475,8 +507,19 @@ class Session(FTPSMixin):
             return _crlf(f"227 {addr.rewrite_pasv_text(server_reply.text, host, port)}")
         return _crlf(f"227 Entering Passive Mode ({addr.format_host_port(host, port)}).")
 
+    def _superseded(self, pending: Pending, reply: Reply) -> DataSetup | None:
+        """The set-up this reply is for, or None when a newer PASV/PORT replaced it (the
+        client pipelined them): that command gets the server's reply unchanged."""
+        setup = self._setups.get(pending.pipe or 0)
+        if setup is None:
+            self._fact("data.superseded", pipe=pending.pipe, code=reply.code)
+            self._to_client(reply.raw)
+        return setup
+
     def _on_server_passive_reply(self, pending: Pending, reply: Reply) -> None:
-        setup = self._setups[pending.pipe or 0]
+        setup = self._superseded(pending, reply)
+        if setup is None:
+            return
         assert self.upstream_peer is not None and pending.command is not None
         if reply.code not in (227, 229):
             self._fact("data.setup_failed", pipe=setup.pipe, server_mode="passive", code=reply.code)
@@ -522,7 +565,9 @@ class Session(FTPSMixin):
         self._to_client(self._client_facing_data_reply(setup, reply))
 
     def _on_server_active_reply(self, pending: Pending, reply: Reply) -> None:
-        setup = self._setups[pending.pipe or 0]
+        setup = self._superseded(pending, reply)
+        if setup is None:
+            return
         if reply.code // 100 != 2:
             self._fact("data.setup_failed", pipe=setup.pipe, server_mode="active", code=reply.code)
             self._drop_setup(setup)
@@ -700,6 +745,8 @@ class Session(FTPSMixin):
 
     # ---- server side ---------------------------------------------------------------------
     def _on_server_bytes(self, ev: FromServer) -> None:
+        if self.config.idle_timeout > 0:
+            self._out.append(StartTimer("idle", self.config.idle_timeout))
         for item in self._server_lines.feed(ev.data):
             if self.closed:
                 return

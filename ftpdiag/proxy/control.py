@@ -66,6 +66,8 @@ from ftpdiag.proxy.upstream import UpstreamConnector
 from ftpdiag.rules.engine import Diagnoser
 
 Sink = Callable[[str, dict[str, Any]], None]
+#: How long a closing control connection may take to flush before it is aborted.
+CLOSE_GRACE = 2.0
 
 
 @dataclass
@@ -173,6 +175,7 @@ class ClientControl(Protocol):
         self._busy = False
         self.handshaking = False
         self.blind = False
+        self._closing = False
         self.blind_bytes: list[int] | None = [0, 0]  # to client, to server
         self.upstream_session: Any = None  # the newest TLS session with the server
 
@@ -341,6 +344,7 @@ class ClientControl(Protocol):
 
     def _fire(self, name: str) -> None:
         self.timers.pop(name, None)
+        self.tally_pipes()  # a timer may end the session: its transfers keep their bytes
         self.feed(TimerFired(name))
 
     def _cancel_timer(self, name: str) -> None:
@@ -353,10 +357,21 @@ class ClientControl(Protocol):
             self._cancel_timer(name)
         for pipe in list(self.pipes.values()):
             pipe.close()
-        self.transport.loseConnection()  # type: ignore[union-attr]
-        if self.server is not None:
-            self.server.transport.loseConnection()  # type: ignore[union-attr]
+        transports = [self.transport] + ([self.server.transport] if self.server else [])
+        for transport in transports:
+            transport.loseConnection()  # type: ignore[union-attr]
+        if not self._closing:
+            # A peer that stops reading would keep the socket and its unsent replies forever:
+            # what is not flushed within the grace period is dropped.
+            self._closing = True
+            self.reactor.callLater(CLOSE_GRACE, self._abort, transports)
         self.factory.forget(self)
+
+    @staticmethod
+    def _abort(transports: list[Any]) -> None:
+        for transport in transports:
+            if transport is not None and transport.connected:
+                transport.abortConnection()
 
     def shutdown(self, reason: str) -> None:
         self.tally_pipes()

@@ -352,6 +352,8 @@ def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding
     """Silences: no greeting, idle timeouts, stalled transfers."""
     if event == "greeting.timeout":
         yield Finding("greeting.missing", None, dict(f))
+    elif event == "control.server_silent":
+        yield Finding("control.server_silent", None, dict(f))
     elif (
         event == "reply"
         and f["code"] == 421
