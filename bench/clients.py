@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -225,18 +226,32 @@ def _pasv_connect(reply: bytes) -> socket.socket:
 # ---- asyncio clients (concurrency, idle sessions) --------------------------------------------
 
 
+def _reset_on_close(sock: socket.socket | None) -> None:
+    """Make close() send RST (SO_LINGER 0): used once the peer has closed first, it drops the
+    peer's FIN_WAIT socket and so leaves no TIME_WAIT behind (see procs.wait_time_wait)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 class _Sink(asyncio.Protocol):
     """Counts the bytes of a data connection; ``done`` resolves at EOF/close."""
 
     def __init__(self) -> None:
         self.count = 0
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.count += len(data)
 
     def eof_received(self) -> bool:
-        return False
+        assert self.transport is not None
+        _reset_on_close(self.transport.get_extra_info("socket"))
+        return False  # the transport closes now, with a RST
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -307,8 +322,11 @@ class AsyncFTP:
         return count
 
     async def quit(self) -> None:
-        with contextlib.suppress(OSError, BenchError, asyncio.IncompleteReadError):
+        """QUIT, wait for the peer to close (bounded), then close with a RST (no TIME_WAIT)."""
+        with contextlib.suppress(OSError, BenchError, asyncio.TimeoutError):
             await self.cmd("QUIT", b"2")
+            await asyncio.wait_for(self.reader.read(), 10)
+            _reset_on_close(self.writer.get_extra_info("socket"))
         self.close()
 
     def close(self) -> None:
@@ -407,9 +425,16 @@ async def _idle(host: str, port: int, user: str, password: str, count: int,
                        if isinstance(r, BaseException)]
             measure()
     finally:
+        gate = asyncio.Semaphore(100)
+
+        async def bye(ftp: AsyncFTP) -> None:
+            async with gate:
+                await ftp.quit()
+
+        await asyncio.gather(*(asyncio.wait_for(bye(s), 30) for s in sessions),
+                             return_exceptions=True)
         for ftp in sessions:
             ftp.close()
-        await asyncio.sleep(0.2)
     return errors
 
 

@@ -28,6 +28,12 @@ STOP_TIMEOUT = 5.0
 # vsftpd picks a random passive port from its range and gives up after 10 taken ones:
 # hundreds of concurrent sessions need far more than the interop harness's 100 ports.
 VSFTPD_PASV_PORTS = 1500
+PYFTPDLIB_PASV_PORTS = 1500
+# Each connection leaves a TIME_WAIT entry for 60 s on the side that closed first. On
+# ephemeral ports they slow the kernel's choice of free ports and finally exhaust the 28k of
+# them, so runs start only below this many (see wait_time_wait). The asyncio clients close
+# with a RST once the peer has closed, which spares most of them.
+TIME_WAIT_START = 8000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -134,6 +140,31 @@ def status_kib(pid: int, key: str) -> int:
     raise BenchError(f"/proc/{pid}/status has no {key}")
 
 
+def time_wait_count() -> int:
+    """TCP sockets in TIME_WAIT on a local port of the ephemeral range (/proc/net/tcp{,6})."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split()
+                if fields[3] == "06" and low <= int(fields[1].rsplit(":", 1)[1], 16) <= high:
+                    count += 1
+    return count
+
+
+def wait_time_wait(limit: int = TIME_WAIT_START, max_wait: float = 15.0) -> float:
+    """Wait (at most ``max_wait`` s) until fewer than ``limit`` TIME_WAIT sockets remain."""
+    start = time.monotonic()
+    while time_wait_count() >= limit and time.monotonic() - start < max_wait:
+        time.sleep(1.0)
+    return time.monotonic() - start
+
+
 # ---- servers --------------------------------------------------------------------------------
 
 
@@ -148,7 +179,16 @@ class Server:
     password: str
     root: Path
     version: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
     _stop: list[object] = field(default_factory=list, repr=False)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = ""
+            if self.log_path is not None and self.log_path.exists():
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"{self.name} exited with status {self.proc.returncode}: {tail}")
 
     def put(self, relpath: str, source: Path) -> Path:
         """Make ``source`` visible as ``relpath`` (hard link if possible), readable by all."""
@@ -182,21 +222,23 @@ def start_pyftpdlib(workdir: Path) -> Server:
     root = Path(tempfile.mkdtemp(prefix="pyftpdlib-root-", dir=workdir))
     user, password = "bench", "bench-pw"
     log = (workdir / "pyftpdlib.log").open("ab")
+    low, high = pasv_range(PYFTPDLIB_PASV_PORTS)  # not the ephemeral range: see wait_time_wait
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.pyftpd", "--root", str(root), "--user", user,
-         "--password", password],
+         "--password", password, "--pasv", f"{low}:{high}"],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
         start_new_session=True, preexec_fn=raise_nofile,
     )
     server = Server("pyftpdlib", HOST, 0, user, password, root, f"pyftpdlib {version('pyftpdlib')}")
     server._stop += [log.close, lambda: stop_group(proc)]
+    server.proc = proc
+    server.log_path = workdir / "pyftpdlib.log"
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()  # bounded: the child prints it first or dies
         if not line.startswith("PORT "):
             raise BenchError(f"pyftpdlib did not start: {line!r}; see {workdir}/pyftpdlib.log")
         server.port = int(line.split()[1])
-        server.pid = proc.pid  # type: ignore[attr-defined]
         wait_greeting(HOST, server.port, 10, proc)
     except BaseException:
         server.stop()
@@ -236,7 +278,8 @@ def start_vsftpd(workdir: Path) -> Server:
         raise BenchError(f"vsftpd did not start: {type(exc).__name__}: {exc}") from exc
     server = Server("vsftpd", srv.host, srv.port, srv.user, srv.password, srv.root,
                     tool_version([str(srv.binary), "-v"], stdin_is_stdout=True))
-    server.pid = srv.proc.pid  # type: ignore[attr-defined]
+    server.proc = srv.proc
+    server.log_path = srv.log_path
     server._stop.append(srv.stop)
     return server
 

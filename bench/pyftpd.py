@@ -24,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pasv", metavar="MIN:MAX", help="passive ports (default: any free)")
     args = parser.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    # Configured here, so that pyftpdlib does not install its own INFO-level stderr logging
+    # (a line per command would slow it down and fill the disk).
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
 
     authorizer = DummyAuthorizer()
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             "banner": "ftpdiag-bench pyftpdlib ready",
             "auth_failed_timeout": 0.0,
             "timeout": 900,
+            "passive_ports": None if not args.pasv else range(
+                int(args.pasv.split(":")[0]), int(args.pasv.split(":")[1]) + 1),
         },
     )
     server = FTPServer(("127.0.0.1", args.port), handler, backlog=1024)

@@ -334,7 +334,7 @@ def test_stalled_reader_is_released_after_close(
         victim.sock.sendall(b"HELP\r\n" * 200)  # ~15 MB of replies, never read
         assert rig.close_of(sid, timeout=IDLE + TIMEOUT)["reason"] == "idle timeout"
         observe("Faults", "client stops reading (15 MB of replies queued)", "logged in",
-                "nothing (not reading)", log_summary(rig.events_of(sid)) + "; socket kept (bug)")
+                "nothing (not reading)", log_summary(rig.events_of(sid)) + "; socket released")
         assert_no_leftovers(rig, sid)
     finally:
         victim.close()
