@@ -201,7 +201,7 @@ class Session(FTPSMixin):
     def _close(self, reason: str) -> None:
         if self.closed:
             return
-        for transfer in self._transfers.values():
+        for transfer in list(self._transfers.values()):
             if not transfer.ended:
                 final = transfer.final_code  # the reply came; only the pipe's report did not
                 self._end_transfer(transfer, final if final is not None else "closed")
@@ -742,6 +742,13 @@ class Session(FTPSMixin):
             transfer.duration = self.clock() - transfer.started
         self._counts.bytes += transfer.bytes
         self._fact("transfer.end", **transfer.end_fields(outcome))
+        self._forget_if_done(transfer)
+
+    def _forget_if_done(self, transfer: Transfer) -> None:
+        """An ended transfer whose pipe is down is dropped: a long session stays small."""
+        if transfer.ended and transfer.closed:
+            for per_pipe in (self._transfers, self._pipe_connected, self._setups):
+                per_pipe.pop(transfer.pipe, None)
 
     # ---- server side ---------------------------------------------------------------------
     def _on_server_bytes(self, ev: FromServer) -> None:

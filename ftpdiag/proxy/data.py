@@ -283,6 +283,8 @@ class DataPipe:
         if self._finished_directions < len(self.directions):
             return
         to_client, to_server = self.directions
+        for finished in self.directions:
+            finished.release()
         server_failed = to_client.src_end == "reset" or to_server.dst_failed
         client_failed = to_server.src_end == "reset" or to_client.dst_failed
         # As on the reactor path: the side that failed is "reset", and the proxy then closed

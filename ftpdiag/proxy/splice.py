@@ -45,6 +45,11 @@ class Direction:
     def start(self) -> None:
         self.thread.start()
 
+    def release(self) -> None:
+        """Drop the references that tie a finished direction to its pipe and thread."""
+        self.done = _ignore
+        self.thread = None  # type: ignore[assignment]
+
     def _run(self) -> None:
         read_end, write_end = os.pipe()
         with contextlib.suppress(OSError):
@@ -77,6 +82,10 @@ class Direction:
             os.close(read_end)
             os.close(write_end)
             self.done(self)
+
+
+def _ignore(direction: Direction) -> None:
+    """The callback of a released direction."""
 
 
 def prepare(sock: socket.socket) -> None:

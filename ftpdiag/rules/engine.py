@@ -99,7 +99,7 @@ class Diagnoser:
         self.view.observe(event, fields)
         for finding in findings:
             diagnosis = self.render(finding, fields)
-            self.view.diagnoses.append(diagnosis)
+            self.view.remember(diagnosis)
             out.append(("diagnosis", diagnosis))
         if event == "session.close":
             texts = rule_texts()

@@ -10,6 +10,8 @@ from typing import Any
 _BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
 _TO_PASSIVE = {"PORT": "PASV", "EPRT": "EPSV"}
 _TO_ACTIVE = {"PASV": "PORT", "EPSV": "EPRT"}
+KEPT = 100
+"""How many outcomes and diagnoses a session keeps for its summary."""
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -26,8 +28,13 @@ class SessionView:
     progress: dict[int, int] = field(default_factory=dict)
     stalled: set[int] = field(default_factory=set)
     greeting_preliminary: bool = False
-    ended: list[dict[str, Any]] = field(default_factory=list)
-    diagnoses: list[dict[str, Any]] = field(default_factory=list)
+    # Totals of ended transfers, not the transfers: a long session must not grow without bound.
+    ended_count: int = 0
+    ended_bytes: int = 0
+    ended_ms: float = 0.0
+    outcomes: list[int | str] = field(default_factory=list)  # the first KEPT only
+    diagnoses: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT only
+    dropped_diagnoses: int = 0
     current_pipe: int | None = None
     active_pipes: set[int] = field(default_factory=set)
     no_completion: set[int] = field(default_factory=set)
@@ -35,6 +42,16 @@ class SessionView:
     slow_reply_ms: float = 2000.0
     upstream_mode: str = "same"
     falling_back: bool = False
+
+    def remember(self, diagnosis: dict[str, Any]) -> None:
+        """Keep a problem for the summary (the first KEPT; later ones are only counted); info
+        diagnoses never rank as a cause, so they are not kept."""
+        if diagnosis["severity"] == "info":
+            return
+        if len(self.diagnoses) < KEPT:
+            self.diagnoses.append(diagnosis)
+        else:
+            self.dropped_diagnoses += 1
 
     def upstream_verb(self, verb: str | None) -> str | None:
         """The data-setup verb the server actually received for the client's ``verb``: the
@@ -90,8 +107,17 @@ class SessionView:
         elif event == "transfer.no_completion":
             self.no_completion.add(fields["pipe"])
         elif event == "transfer.end":
-            self.ended.append(fields)
-            self.active_pipes.discard(fields["pipe"])
+            pipe = fields["pipe"]
+            self.ended_count += 1
+            self.ended_bytes += int(fields["bytes"])
+            self.ended_ms += float(fields["duration_ms"])
+            if len(self.outcomes) < KEPT:
+                self.outcomes.append(fields["outcome"])
+            self.active_pipes.discard(pipe)
+            for per_pipe in (self.transfers, self.expected, self.progress):
+                per_pipe.pop(pipe, None)
+            self.stalled.discard(pipe)
+            self.no_completion.discard(pipe)
         elif (
             event == "control.closed"
             and fields.get("side") == "server"
@@ -130,17 +156,17 @@ class SessionView:
             ),
         )
         problems = [d for _, d in ranked if d["severity"] != "info"]
-        total = sum(t["bytes"] for t in self.ended)
-        seconds = sum(t["duration_ms"] for t in self.ended) / 1000
+        total = self.ended_bytes
+        seconds = self.ended_ms / 1000
         return {
             "duration_ms": close.get("duration_ms"),
             "reason": close.get("reason"),
             "commands": close.get("commands"),
             "replies_by_class": close.get("replies_by_class"),
-            "transfers": len(self.ended),
+            "transfers": self.ended_count,
             "transfer_bytes": total,
             "transfer_rate_mbps": round(total * 8 / seconds / 1e6, 2) if seconds > 0 else 0.0,
-            "outcomes": [t["outcome"] for t in self.ended],
+            "outcomes": list(self.outcomes),
             "diagnoses": [
                 {
                     "severity": d["severity"],
