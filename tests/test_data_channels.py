@@ -447,7 +447,10 @@ def test_client_abor_mid_transfer(
             while conn.recv(1 << 20):
                 pass
     end = proxy.wait_for("transfer.end")
-    assert end["aborted_by"] == "client"
+    # At full speed the whole file may be through (226) before ABOR arrives: then nothing
+    # was aborted, and the transfer is not marked so.
+    completed = first.startswith("226") and end["bytes"] == BIG_SIZE
+    assert end["aborted_by"] == "client" or completed
     assert end["outcome"] == int(first[:3])
     assert read <= end["bytes"] <= BIG_SIZE
     if first.startswith("426"):

@@ -285,6 +285,8 @@ class DataPipe:
         to_client, to_server = self.directions
         for finished in self.directions:
             finished.release()
+        # The threads report in any order; the side whose stream ended first closed first.
+        self.first_closed = "server" if to_client.ended_at <= to_server.ended_at else "client"
         server_failed = to_client.src_end == "reset" or to_server.dst_failed
         client_failed = to_server.src_end == "reset" or to_client.dst_failed
         # As on the reactor path: the side that failed is "reset", and the proxy then closed

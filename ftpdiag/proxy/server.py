@@ -46,7 +46,9 @@ def start_proxy(
 ) -> RunningProxy:
     """Listen on ``listen`` (port 0 picks a free one) in front of ``settings.upstream``."""
     factory = ProxyFactory(reactor, settings, sink, connector)
-    port = reactor.listenTCP(listen[1], factory, interface=listen[0])
+    # A burst of clients (a whole office) must not overflow the accept queue: with SYN
+    # cookies the overflowed clients believe they are connected and wait for a greeting.
+    port = reactor.listenTCP(listen[1], factory, backlog=1024, interface=listen[0])
     running = RunningProxy(port, factory)
     if stop_on_shutdown:
         reactor.addSystemEventTrigger("before", "shutdown", running.stop)

@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from ftpdiag.core.events import EndState
@@ -40,6 +41,7 @@ class Direction:
         self.moved = 0
         self.src_end: EndState | None = None  # "eof" or "reset" once the source finished
         self.dst_failed = False  # writing to the destination failed (its peer went away)
+        self.ended_at = 0.0  # when the source ended: which side closed first is told by this
         self.thread = threading.Thread(target=self._run, name="ftpdiag-splice", daemon=True)
 
     def start(self) -> None:
@@ -61,11 +63,13 @@ class Direction:
                     n = os.splice(src, write_end, CHUNK)
                 except OSError:
                     self.src_end = "reset"
+                    self.ended_at = time.monotonic()
                     break
                 if n == 0:
                     # Mirror the EOF as the reactor path's loseConnection does: the other
                     # socket is closed for good (FIN), which also ends the reverse direction.
                     self.src_end = "eof"
+                    self.ended_at = time.monotonic()
                     with contextlib.suppress(OSError):
                         self.dst.shutdown(socket.SHUT_RDWR)
                     break
@@ -75,6 +79,7 @@ class Direction:
                     except OSError:
                         self.dst_failed = True
                         self.src_end = "closed"
+                        self.ended_at = time.monotonic()
                         return
                     n -= sent
                     self.moved += sent

@@ -1,0 +1,30 @@
+"""`python -m bench --quick` against pyftpdlib with tiny sizes exits 0 and writes its table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(90)
+def test_bench_quick_pyftpdlib(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--servers", "pyftpdlib", "--output", str(out),
+         "--size", "4MiB", "--clients", "5", "--idle", "50", "--noops", "100",
+         "--slow-size", "5MiB"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for title in ("Throughput", "NOOP round trip", "Concurrency", "Idle sessions", "Slow reader",
+                  "Targets"):
+        assert title in proc.stdout
+    text = out.read_text()
+    assert "| pyftpdlib | RETR 4 MiB | passive |" in text
+    assert "## Machine" in text and "python -m bench --quick" in text
+    assert "FAILED" not in text
