@@ -7,7 +7,7 @@
 #   1. As root on Debian: apt-installs the clients and libraries the interop suite needs
 #      (curl, lftp, openssl and the shared libraries of the FTP servers) and fetches the FTP
 #      servers themselves (vsftpd, proftpd-core, proftpd-mod-crypto, pure-ftpd) with
-#      `apt-get download`, unpacking them with `dpkg -x` into tests/interop/.debs/root/.
+#      `apt-get download`, unpacking them with `dpkg -x` into the folder tests/interop/.debs/root
 #      The servers are never apt-installed: they all declare `Conflicts: ftp-server`, so apt
 #      would keep only one, and installing one starts a daemon on port 21 on machines that
 #      allow it. The test harness runs them in the foreground on high loopback ports.
