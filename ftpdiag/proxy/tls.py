@@ -54,6 +54,11 @@ class ClientFacingTLS:
         self.context.check_privatekey()
         self.context.set_session_id(b"ftpdiag")
         self.context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        # TLS 1.3 servers send session tickets *after* the handshake. A client that uploads
+        # never reads them, so when it closes its data socket the unread ticket turns the
+        # close into a reset, and a reset makes the proxy's kernel drop upload bytes not yet
+        # read (seen with lftp). TLS 1.2 hands tickets over inside the handshake.
+        self.context.set_max_proto_version(SSL.TLS1_2_VERSION)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self.context, None)

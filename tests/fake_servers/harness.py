@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from ftpdiag.sandbox import write_random_file
 
 from ._pyftpdlib import DTPHandler, DummyAuthorizer, FTPHandler, FTPServer, IOLoop
 from .faults import Fault, FaultGate
@@ -261,16 +262,7 @@ def make_file(root: Path, name: str, size: int, seed: int = 0) -> str:
         raise ValueError("size must be >= 0")
     path = Path(root) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    digest = hashlib.sha256()
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            chunk = rng.randbytes(min(left, _CHUNK))
-            digest.update(chunk)
-            fh.write(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
+    return write_random_file(path, size, seed)
 
 
 def sha256_of(path: Path | str) -> str:
