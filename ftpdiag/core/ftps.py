@@ -57,10 +57,6 @@ class FTPSMixin:
         self._mirror = False
         self._tls_gate = False
 
-    @property
-    def mirror_tls(self) -> bool:
-        return self._mirror
-
     # ---- the client's commands ---------------------------------------------------------
     def _client_auth(self, command: Command) -> None:
         cfg = self.config

@@ -552,7 +552,6 @@ class Session(FTPSMixin):
         dial = (
             advertised if self.config.use_pasv_address else (self.upstream_peer[0], advertised[1])
         )
-        setup.server_target = dial
         self._fact(
             "data.passive",
             pipe=setup.pipe,

@@ -30,7 +30,6 @@ class DataSetup:
     client_target: tuple[str, int] | None = None
     client_listen: tuple[str, int] | None = None
     server_listen: tuple[str, int] | None = None
-    server_target: tuple[str, int] | None = None
     #: Why an end of the pipe could not be connected (refused, timed out…), once it failed.
     failed: str | None = None
 

@@ -20,7 +20,6 @@ class SessionView:
     """Accumulated facts of one session, for checks that need context across events."""
 
     commands: int = 0
-    last_command: dict[str, Any] = field(default_factory=dict)
     last_user: str | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     expected: dict[int, int] = field(default_factory=dict)
@@ -34,7 +33,6 @@ class SessionView:
     ended_ms: float = 0.0
     outcomes: list[int | str] = field(default_factory=list)  # the first KEPT only
     diagnoses: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT only
-    dropped_diagnoses: int = 0
     current_pipe: int | None = None
     active_pipes: set[int] = field(default_factory=set)
     no_completion: set[int] = field(default_factory=set)
@@ -44,14 +42,10 @@ class SessionView:
     falling_back: bool = False
 
     def remember(self, diagnosis: dict[str, Any]) -> None:
-        """Keep a problem for the summary (the first KEPT; later ones are only counted); info
-        diagnoses never rank as a cause, so they are not kept."""
-        if diagnosis["severity"] == "info":
-            return
-        if len(self.diagnoses) < KEPT:
+        """Keep a problem for the summary (the first KEPT are enough to rank a root cause);
+        info diagnoses never rank as a cause, so they are not kept."""
+        if diagnosis["severity"] != "info" and len(self.diagnoses) < KEPT:
             self.diagnoses.append(diagnosis)
-        else:
-            self.dropped_diagnoses += 1
 
     def upstream_verb(self, verb: str | None) -> str | None:
         """The data-setup verb the server actually received for the client's ``verb``: the
@@ -88,7 +82,6 @@ class SessionView:
             self.falling_back = True
         elif event == "command":
             self.commands += 1
-            self.last_command = fields
             if fields.get("verb") == "USER":
                 self.last_user = str(fields.get("arg") or "")
         elif event == "reply":
