@@ -453,7 +453,9 @@ def test_client_abor_mid_transfer(
     assert end["aborted_by"] == "client" or completed
     assert end["outcome"] == int(first[:3])
     assert read <= end["bytes"] <= BIG_SIZE
-    if first.startswith("426"):
+    if faults:
+        # Throttled, the server cannot have sent everything; at full speed it may have written
+        # the whole file and still answer 426 because its data socket was not closed yet.
         assert end["bytes"] < BIG_SIZE
     assert events(proxy, "data.close", pipe=end["pipe"])
     assert ftp.voidcmd("NOOP").startswith("200")
