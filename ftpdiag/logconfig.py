@@ -94,10 +94,19 @@ def _bounded(value: Any) -> Any:
 
 
 def render_json(event_dict: EventDict) -> str:
-    """One JSON object per line; long strings are cut so a record stays small (one write)."""
+    """One JSON object per line; long strings are cut so a record stays small (one write).
+
+    A line no longer than ``MAX_FIELD`` cannot hold a longer string: only longer lines (rare)
+    are rendered a second time with their strings cut."""
+    text = json.dumps(event_dict, ensure_ascii=False, default=str)
+    if len(text) <= MAX_FIELD:
+        return text
     return json.dumps(
         {k: _bounded(v) for k, v in event_dict.items()}, ensure_ascii=False, default=str
     )
+
+
+_LEVELS = {name.lower(): value for name, value in logging.getLevelNamesMapping().items()}
 
 
 class _Fanout:
@@ -105,7 +114,7 @@ class _Fanout:
         self.sinks = sinks
 
     def __call__(self, _: Any, method: str, event_dict: EventDict) -> EventDict:
-        level = logging.getLevelNamesMapping()[event_dict.get("level", method).upper()]
+        level = _LEVELS[event_dict.get("level", method)]
         for sink in self.sinks:
             sink.write(level, event_dict)
         raise structlog.DropEvent
@@ -145,9 +154,23 @@ def configure(
         ),
         cache_logger_on_first_use=False,
     )
+    global _logger
+    _logger = structlog.get_logger("ftpdiag").bind()
+
+
+def reset() -> None:
+    """Back to structlog's defaults (tests that configured logging undo it with this)."""
+    global _logger
+    structlog.reset_defaults()
+    _logger = structlog.get_logger("ftpdiag")
+
+
+#: The logger of the current configuration, bound once per ``configure`` rather than resolved
+#: on every record (a lazy proxy costs a bind per call); before any ``configure``, the lazy
+#: proxy follows structlog's defaults.
+_logger: Any = structlog.get_logger("ftpdiag")
 
 
 def emit(event: str, fields: dict[str, Any]) -> None:
     """Log one fact: the single door through which the proxy's records reach structlog."""
-    logger = structlog.get_logger("ftpdiag")
-    getattr(logger, level_of(event, fields))(event, **fields)
+    getattr(_logger, level_of(event, fields))(event, **fields)

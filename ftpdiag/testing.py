@@ -61,11 +61,22 @@ def in_reactor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 @dataclass
 class ProxyHandle:
-    """A running proxy: its address, every event it logged, and helpers to wait and assert."""
+    """A running proxy: its address, every event it logged, and helpers to wait and assert.
+
+    The proxy sends a relayed line first and logs it right after, in the same reactor call;
+    so a client can hold a reply a few microseconds before its record exists. ``events``
+    therefore first lets the reactor finish what it is doing: everything the proxy did before
+    the moment ``events`` is read is in the list."""
 
     address: Address
-    events: list[dict[str, Any]] = field(default_factory=list)
+    _events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _stop: Callable[[], Any] | None = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        if _reactor_thread is not None and threading.current_thread() is not _reactor_thread:
+            in_reactor(lambda: None)
+        return self._events
 
     @property
     def host(self) -> str:
@@ -76,17 +87,17 @@ class ProxyHandle:
         return self.address[1]
 
     def record(self, event: str, fields: dict[str, Any]) -> None:
-        self.events.append({"event": event, **fields})
+        self._events.append({"event": event, **fields})
 
     def wait_for(self, event: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
         """Block until an event with these field values was logged (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            for ev in list(self.events):
+            for ev in list(self._events):
                 if ev["event"] == event and all(ev.get(k) == v for k, v in match.items()):
                     return ev
             if time.monotonic() > deadline:
-                seen = sorted({e["event"] for e in self.events})
+                seen = sorted({e["event"] for e in self._events})
                 raise AssertionError(f"no {event} {match} within {timeout} s; events seen: {seen}")
             time.sleep(0.01)
 

@@ -10,11 +10,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from ftpdiag.console import ConsoleRenderer
-from ftpdiag.logconfig import configure, emit
+from ftpdiag.logconfig import configure, emit, reset
 from ftpdiag.testing import ProxyHandle
 
 REPLY = {
@@ -44,7 +43,7 @@ def streams() -> Iterator[tuple[io.StringIO, io.StringIO]]:
     console, log_file = io.StringIO(), io.StringIO()
     configure(console, "console", log_file, verbosity=0, color=False)
     yield console, log_file
-    structlog.reset_defaults()
+    reset()
 
 
 def test_console_shows_the_diagnosis_indented_under_its_reply(
@@ -84,7 +83,7 @@ def test_quiet_console_hides_info_but_file_keeps_everything() -> None:
         emit("reply", dict(REPLY))
         emit("diagnosis", dict(DIAGNOSIS))
     finally:
-        structlog.reset_defaults()
+        reset()
     assert "←" not in console.getvalue() and "Transfer aborted" in console.getvalue()
     assert len(log_file.getvalue().splitlines()) == 2
 

@@ -55,6 +55,7 @@ from ftpdiag.core.session import Session
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
+from ftpdiag.proxy.immediate import write_now
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -137,7 +138,7 @@ class ServerControl(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.owner.blind:
             self.owner.blind_bytes[0] += len(data)  # type: ignore[index]
-            self.owner.transport.write(data)  # type: ignore[union-attr]
+            write_now(self.owner.transport, data)
             return
         self.owner.feed(FromServer(data))
 
@@ -201,7 +202,7 @@ class ClientControl(Protocol):
         if self.blind:
             self.blind_bytes[1] += len(data)  # type: ignore[index]
             if self.server is not None:
-                self.server.transport.write(data)  # type: ignore[union-attr]
+                write_now(self.server.transport, data)
             return
         self.feed(FromClient(data))
 
@@ -271,15 +272,18 @@ class ClientControl(Protocol):
             self._busy = False
 
     def _execute(self, outputs: list[Output]) -> None:
+        """Carry out one batch of outputs in order, except that its facts are logged and
+        diagnosed after the batch's bytes are on their way: logging is then off the path of
+        every relayed command and reply (the record still follows within the same call)."""
+        facts: list[Fact] = []
         for out in outputs:
             if isinstance(out, ToClient):
-                self.transport.write(out.data)  # type: ignore[union-attr]
+                write_now(self.transport, out.data)
             elif isinstance(out, ToServer):
                 if self.server is not None:
-                    self.server.transport.write(out.data)  # type: ignore[union-attr]
+                    write_now(self.server.transport, out.data)
             elif isinstance(out, Fact):
-                for event, fields in self.diagnoser.process(out.event, dict(out.fields)):
-                    self.factory.sink(event, {"session": self.sid, **fields})
+                facts.append(out)
             elif isinstance(out, ListenData):
                 self._pipe(out.pipe).listen(out.side, out.host, out.allow_host, out.tls)
             elif isinstance(out, DialData):
@@ -302,6 +306,9 @@ class ClientControl(Protocol):
                     self.server.start_tls()
             elif isinstance(out, GoBlind):
                 self.blind = True
+        for fact in facts:
+            for event, fields in self.diagnoser.process(fact.event, dict(fact.fields)):
+                self.factory.sink(event, {"session": self.sid, **fields})
 
     def _pipe(self, pipe_id: int) -> DataPipe:
         pipe = self.pipes.get(pipe_id)
