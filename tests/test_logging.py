@@ -161,3 +161,31 @@ def test_non_utf8_bytes_are_relayed_untouched(ftpdiag_proxy) -> None:  # type: i
         "\ufffd" in reply["text"]
         and proxy.wait_for("command", verb="CWD")["arg"] == "d\ufffd(\ufffdr"
     )
+
+
+def test_twisted_failures_become_internal_errors_and_its_chatter_is_dropped() -> None:
+    """Once the proxy took over Twisted's log, a failure Twisted reports is one
+    ``proxy.internal_error`` (type and namespace, never the message, which might quote
+    input), informational events are dropped, and nothing is kept in Twisted's buffer."""
+    from twisted.logger import Logger, globalLogBeginner
+    from twisted.python.failure import Failure
+
+    from ftpdiag.proxy.twistedlog import take_over_twisted_log
+
+    take_over_twisted_log()
+    take_over_twisted_log()  # a second proxy in the same process changes nothing
+    logger = Logger(namespace="ftpdiag.proxy.glue")
+    with capture_logs() as logs:
+        try:
+            raise ValueError("PASS hunter2")
+        except ValueError:
+            logger.failure("callback failed", Failure())
+        logger.info("Starting factory {factory!r}", factory=object())
+        logger.error("plain error")
+    assert logs == [
+        {"event": "proxy.internal_error", "error": "ValueError", "where": "ftpdiag.proxy.glue",
+         "log_level": "warning"},
+        {"event": "proxy.internal_error", "error": "error", "where": "ftpdiag.proxy.glue",
+         "log_level": "warning"},
+    ]
+    assert globalLogBeginner._temporaryObserver is None  # the in-memory buffer is gone

@@ -12,6 +12,7 @@ from ftpdiag.core.events import (
     ControlClosed,
     DataClosed,
     DataConnected,
+    DataFailed,
     DataListening,
     DialData,
     Fact,
@@ -202,6 +203,31 @@ def passive_transfer(s: Session) -> None:
     s.handle(FromServer(b"227 (198,51,100,7,10,0)\r\n"))
     s.handle(DataConnected(1, "server", ("198.51.100.7", 2560)))
     s.handle(FromClient(b"RETR big\r\n"))
+
+
+def test_transfer_command_waits_for_the_dial_to_the_passive_port() -> None:
+    """RETR is forwarded only once the proxy's connection to the server's passive port is up;
+    if that connection fails, the client gets 425 and the server never sees RETR (it would
+    otherwise wait for a data connection that never comes)."""
+    for settle, forwarded in [
+        (DataConnected(1, "server", ("198.51.100.7", 2560)), b"RETR big\r\n"),
+        (DataFailed(1, "server", "refused", "connection refused"), b""),
+    ]:
+        s, _ = logged_in()
+        s.handle(FromClient(b"PASV\r\n"))
+        s.handle(DataListening(1, "client", ("127.0.0.1", 40100)))
+        s.handle(FromServer(b"227 (198,51,100,7,10,0)\r\n"))
+        out = s.handle(FromClient(b"RETR big\r\n"))
+        assert wire(out, ToServer) == b"" and wire(out, ToClient) == b""
+        out = s.handle(settle)
+        assert wire(out, ToServer) == forwarded
+        if not forwarded:
+            assert wire(out, ToClient).startswith(b"425 ")
+            assert "server side refused" in wire(out, ToClient).decode()
+        else:
+            assert facts(out, "transfer.start")
+        # Commands other than transfers are never held.
+        assert wire(s.handle(FromClient(b"NOOP\r\n")), ToServer) == b"NOOP\r\n"
 
 
 def test_final_reply_waits_for_the_data_to_be_delivered() -> None:

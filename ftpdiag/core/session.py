@@ -333,8 +333,28 @@ class Session(FTPSMixin):
         self._drain_client_lines()
 
     def _drain_client_lines(self) -> None:
-        while self._queued and not (self._waiting_listeners or self._tls_gate or self.closed):
+        while self._queued and not (
+            self._waiting_listeners or self._tls_gate or self.closed or self._awaiting_dial()
+        ):
             self._on_command(self._queued.popleft())
+
+    def _awaiting_dial(self) -> bool:
+        """A transfer command waits until the proxy's connection to the server's passive port
+        is up or has failed. Forwarded earlier, it would race the dial: a refused dial would
+        leave the server waiting for a data connection that never comes (and its later
+        replies paired with the wrong command); held, a failed dial is answered with 425."""
+        setup = self._setup
+        return (
+            setup is not None
+            and setup.dialling_server
+            and parse_command(self._queued[0]).verb in TRANSFER_VERBS
+        )
+
+    def _dial_settled(self, pipe: int, side: Side) -> None:
+        setup = self._setups.get(pipe)
+        if side == "server" and setup is not None and setup.dialling_server:
+            setup.dialling_server = False
+            self._drain_client_lines()
 
     def _on_command(self, raw: bytes) -> None:
         command = parse_command(raw)
@@ -560,6 +580,7 @@ class Session(FTPSMixin):
             dialled=f"{dial[0]}:{dial[1]}",
             control_peer=self.upstream_peer[0],
         )
+        setup.dialling_server = True
         self._out.append(DialData(setup.pipe, "server", dial, self.server_prot_p))
         self._to_client(self._client_facing_data_reply(setup, reply))
 
@@ -642,6 +663,7 @@ class Session(FTPSMixin):
         if transfer is not None:
             transfer.connected = self._pipe_connected[ev.pipe]
         self._fact("data.connect", pipe=ev.pipe, side=ev.side, peer=f"{ev.peer[0]}:{ev.peer[1]}")
+        self._dial_settled(ev.pipe, ev.side)
 
     def _on_data_rejected(self, ev: DataRejected) -> None:
         expected = self.client[0] if ev.side == "client" else (self.upstream_peer or ("?", 0))[0]
@@ -674,6 +696,7 @@ class Session(FTPSMixin):
                 self._drop_setup(setup)
             self._proxy_reply(425, f"ftpdiag: cannot open a data listener: {ev.detail}.")
             self._drain_client_lines()
+        self._dial_settled(ev.pipe, ev.side)
 
     def _on_data_tally(self, ev: DataTally) -> None:
         transfer = self._transfers.get(ev.pipe)

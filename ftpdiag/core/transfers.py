@@ -32,6 +32,8 @@ class DataSetup:
     server_listen: tuple[str, int] | None = None
     #: Why an end of the pipe could not be connected (refused, timed out…), once it failed.
     failed: str | None = None
+    #: The proxy is connecting to the server's passive port (the transfer command waits).
+    dialling_server: bool = False
 
 
 @dataclass(slots=True)

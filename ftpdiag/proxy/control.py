@@ -388,6 +388,8 @@ class ClientControl(Protocol):
 class ProxyFactory(Factory):
     """Builds one ``ClientControl`` per accepted client, within the access policy."""
 
+    noisy = False
+
     def __init__(
         self,
         reactor: Any,

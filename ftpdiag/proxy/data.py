@@ -117,6 +117,8 @@ class DataEnd(Protocol):
 
 
 class _ListenFactory(Factory):
+    noisy = False  # Twisted would log "Starting factory" twice per transfer
+
     def __init__(self, pipe: DataPipe, side: Side, allow_host: str) -> None:
         self.pipe, self.side, self.allow_host = pipe, side, allow_host
 
@@ -129,6 +131,8 @@ class _ListenFactory(Factory):
 
 
 class _DialFactory(ClientFactory):
+    noisy = False
+
     def __init__(self, pipe: DataPipe, side: Side) -> None:
         self.pipe, self.side = pipe, side
 

@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from ftpdiag.core.events import Address
 from ftpdiag.proxy.control import ProxyFactory, ProxySettings, Sink
+from ftpdiag.proxy.twistedlog import take_over_twisted_log
 from ftpdiag.proxy.upstream import UpstreamConnector
 
 
@@ -45,6 +46,7 @@ def start_proxy(
     stop_on_shutdown: bool = True,
 ) -> RunningProxy:
     """Listen on ``listen`` (port 0 picks a free one) in front of ``settings.upstream``."""
+    take_over_twisted_log()
     factory = ProxyFactory(reactor, settings, sink, connector)
     # A burst of clients (a whole office) must not overflow the accept queue: with SYN
     # cookies the overflowed clients believe they are connected and wait for a greeting.

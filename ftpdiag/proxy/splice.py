@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import queue
 import socket
 import sys
 import threading
@@ -29,6 +30,44 @@ from ftpdiag.core.events import EndState
 AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 CHUNK = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+#: Finished workers kept waiting for the next direction (the rest exit).
+KEEP_IDLE = 64
+
+
+class Workers:
+    """Threads for directions, reused: each direction blocks its thread for the whole
+    transfer, so the pool grows to as many threads as there are directions at once, but a
+    finished thread waits for the next one instead of exiting. Starting two threads per
+    transfer was a fifth of the proxy's CPU per session when sessions transfer many small
+    files; at most ``KEEP_IDLE`` idle threads (and their stacks) are kept."""
+
+    def __init__(self, keep_idle: int = KEEP_IDLE) -> None:
+        self.keep_idle = keep_idle
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads that will take the next job without being asked
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._work, name="ftpdiag-splice", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job()
+            del job  # an idle thread must not keep the last direction alive
+            with self._lock:
+                if self._idle >= self.keep_idle:
+                    return
+                self._idle += 1
+
+
+_WORKERS = Workers()
 
 
 class Direction:
@@ -42,15 +81,13 @@ class Direction:
         self.src_end: EndState | None = None  # "eof" or "reset" once the source finished
         self.dst_failed = False  # writing to the destination failed (its peer went away)
         self.ended_at = 0.0  # when the source ended: which side closed first is told by this
-        self.thread = threading.Thread(target=self._run, name="ftpdiag-splice", daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
+        _WORKERS.run(self._run)
 
     def release(self) -> None:
-        """Drop the references that tie a finished direction to its pipe and thread."""
+        """Drop the reference that ties a finished direction to its pipe."""
         self.done = _ignore
-        self.thread = None  # type: ignore[assignment]
 
     def _run(self) -> None:
         read_end, write_end = os.pipe()

@@ -241,16 +241,7 @@ def test_soak(tmp_path: Path) -> None:
     record(result, 5000)
 
 
-LONG_SESSION_GROWTH = (
-    "with os.splice relaying, about 3 % of a session's data pipes (their DataPipe, factories "
-    "and report closures) stay referenced after DataClosed, ~125 B per transfer; the session "
-    "and engine no longer keep per-transfer state, and with the reactor relay (splice off) "
-    "the growth is 0"
-)
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=LONG_SESSION_GROWTH)
 def test_long_session_memory_is_bounded(upstream: ScriptedUpstream) -> None:
     """One session with 1,000 small transfers holds no per-transfer memory in ftpdiag."""
     upstream.files["tiny.bin"] = b"t" * 100
