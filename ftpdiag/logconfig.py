@@ -13,10 +13,12 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
@@ -93,17 +95,44 @@ def _bounded(value: Any) -> Any:
     return value
 
 
+def _dumps(value: Any) -> str:
+    """orjson (a sixth of the standard library's time, on every record of every command);
+    the standard library for what orjson refuses, such as integers beyond 64 bits that
+    hostile input can put in a field."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def render_json(event_dict: EventDict) -> str:
     """One JSON object per line; long strings are cut so a record stays small (one write).
 
     A line no longer than ``MAX_FIELD`` cannot hold a longer string: only longer lines (rare)
     are rendered a second time with their strings cut."""
-    text = json.dumps(event_dict, ensure_ascii=False, default=str)
+    text = _dumps(event_dict)
     if len(text) <= MAX_FIELD:
         return text
-    return json.dumps(
-        {k: _bounded(v) for k, v in event_dict.items()}, ensure_ascii=False, default=str
-    )
+    return _dumps({k: _bounded(v) for k, v in event_dict.items()})
+
+
+class _UTCTimestamp:
+    """``timestamp`` as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2026-11-26T00:22:09.091085Z``), with the date and time formatted once per second
+    rather than once per record: a third of structlog's cost, on every command and reply."""
+
+    def __init__(self) -> None:
+        self._cache = (-1, "")  # (second, its formatted text), replaced as one object
+
+    def __call__(self, _: Any, __: str, event_dict: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        cached, text = self._cache
+        if cached != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cache = (second, text)
+        event_dict["timestamp"] = f"{text}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
 
 
 _LEVELS = {name.lower(): value for name, value in logging.getLevelNamesMapping().items()}
@@ -145,7 +174,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _UTCTimestamp(),
             redact,
             _Fanout(sinks),
         ],

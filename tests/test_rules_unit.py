@@ -214,6 +214,27 @@ def test_every_rule_renders_title_explanation_and_remedy(rule: str) -> None:
         assert rendered["remedy"] == "Nothing to fix."
 
 
+def _events_compared(check: Any) -> set[str]:
+    """The event names a check's body compares ``event`` with (``==``, ``!=``, ``in``)."""
+    tree = ast.parse(inspect.getsource(check))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and getattr(node.left, "id", None) == "event":
+            for right in node.comparators:
+                values = right.elts if isinstance(right, ast.Tuple | ast.Set) else [right]
+                found |= {v.value for v in values if isinstance(v, ast.Constant)}
+    return found
+
+
+@pytest.mark.parametrize(
+    "check", [*checks.CHECKS, checks.FALLBACK], ids=lambda c: c.__name__
+)
+def test_each_check_is_routed_the_events_it_reads(check: Any) -> None:
+    """``@handles`` routes facts to a check; it must name exactly the events its body tests,
+    or a rule would silently never fire (or cost time on facts it ignores)."""
+    assert check.handles == _events_compared(check)
+
+
 def test_phrase_tables_cover_every_value() -> None:
     """Every abort cause checks.py can return has words in diagnoses.toml, and no others."""
     tree = ast.parse(CHECKS_SOURCE)

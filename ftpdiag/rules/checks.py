@@ -17,7 +17,7 @@ from typing import Any
 
 from ftpdiag.core.addresses import is_unroutable
 from ftpdiag.core.transfers import TRANSFER_VERBS
-from ftpdiag.rules.finding import Check, Finding
+from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
 from ftpdiag.rules.tls_checks import TLS_CHECKS
 from ftpdiag.rules.view import SessionView
@@ -88,6 +88,7 @@ def _reply_evidence(f: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@handles("reply")
 def greeting(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §5.4 "Connection Establishment": 120, 220, 421 are the only greetings."""
     if event != "reply" or "greeting" not in _state(f):
@@ -107,6 +108,7 @@ def greeting(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
             yield Finding("greeting.refused", 421, ev)
 
 
+@handles("reply")
 def login(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §4.1.1: 230 ends a login, 530 refuses it; RFC 4217 §4: policy may demand TLS."""
     if event != "reply" or "greeting" in _state(f):
@@ -134,6 +136,7 @@ def login(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]
         yield Finding("login.anonymous_refused", 530, {**ev, "user": f.get("arg")})
 
 
+@handles("data.passive")
 def passive_address(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §4.1.2 PASV: the server must answer with an address the client can reach."""
     if event != "data.passive" or f.get("code") != 227:
@@ -152,6 +155,7 @@ def passive_address(event: str, f: dict[str, Any], view: SessionView) -> Iterato
         )
 
 
+@handles("data.failed")
 def data_failures(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """The data connection never came: which side, which mode, refused or timed out."""
     if event != "data.failed":
@@ -176,6 +180,7 @@ def data_failures(event: str, f: dict[str, Any], view: SessionView) -> Iterator[
         yield Finding("active.client_unreachable", 425, ev, {"state": ["active"]})
 
 
+@handles("reply")
 def data_setup_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """EPSV/EPRT refused (RFC 2428 §4/§5 fallback), 425 after PORT/EPRT, 500/501 to PORT."""
     if event != "reply":
@@ -194,6 +199,7 @@ def data_setup_replies(event: str, f: dict[str, Any], view: SessionView) -> Iter
         yield Finding("data.cannot_open_passive", 425, ev)
 
 
+@handles("security.bounce_refused", "security.data_theft_refused")
 def security(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 2577 §3 (bounce) and §7 (port stealing): refused by the proxy."""
     if event == "security.bounce_refused":
@@ -219,6 +225,7 @@ def _abort_cause(f: dict[str, Any], moved: int, expected: int | None) -> str:
     return "server_reply"
 
 
+@handles("transfer.start", "transfer.no_completion", "reply", "transfer.end")
 def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """How each transfer ended: aborted (426), truncated, interrupted, storage errors, TYPE A."""
     if event == "transfer.start":
@@ -289,6 +296,7 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         yield Finding("transfer.interrupted", None, {**ev, "outcome": outcome})
 
 
+@handles("reply")
 def file_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """550/553 on file commands: permission versus not found (RFC 959 §4.2 leaves it to text)."""
     if event != "reply" or f["code"] not in (550, 553) or f.get("command") not in FILE_VERBS:
@@ -301,6 +309,13 @@ def file_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fi
         yield Finding("file.not_found", f["code"], ev)
 
 
+@handles(
+    "reply",
+    "protocol.bad_address",
+    "protocol.malformed_reply",
+    "protocol.line_too_long",
+    "protocol.reply_too_long",
+)
 def protocol(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §4.2 and §5.4: reply syntax, multi-line framing and the command–reply table."""
     if event == "reply":
@@ -348,6 +363,7 @@ def protocol(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
         yield Finding("protocol.reply_too_long", None, dict(f))
 
 
+@handles("greeting.timeout", "control.server_silent", "reply", "transfer.progress")
 def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Silences: no greeting, idle timeouts, stalled transfers."""
     if event == "greeting.timeout":
@@ -384,6 +400,7 @@ def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding
             )
 
 
+@handles("upstream.failed", "control.closed")
 def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """The proxy could not reach the server at all, or lost it during a transfer."""
     if event == "upstream.failed":
@@ -435,6 +452,7 @@ OPTIONAL_VERBS = frozenset(
 )
 
 
+@handles("reply")
 def optional_commands(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §4.2: 500/502/504 to an optional command only says the server lacks a feature;
     clients probe for features this way (lftp sends SITE and OPTS), so it is no failure."""
@@ -442,6 +460,7 @@ def optional_commands(event: str, f: dict[str, Any], view: SessionView) -> Itera
         yield Finding("command.unsupported", f["code"], _reply_evidence(f))
 
 
+@handles("reply")
 def catalog_fallback(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Any greeting, 4xx, 5xx or 6xx reply deserves its catalog explanation, except a 426 that
     ends a transfer: ``transfer.aborted`` explains it once the data connection is down."""

@@ -19,10 +19,11 @@ from typing import Any
 
 from ftpdiag.rules.catalog import Explanation, load_catalog
 from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS
-from ftpdiag.rules.finding import Finding
+from ftpdiag.rules.finding import Finding, by_event
 from ftpdiag.rules.view import SessionView
 
 SEVERITIES = frozenset({"info", "warning", "error"})
+_ROUTES = by_event(CHECKS)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 
@@ -93,8 +94,10 @@ class Diagnoser:
         if event == "reply":
             fields["meaning"] = self._explain(fields).title
         out.append((event, fields))
-        findings = [f for check in CHECKS for f in check(event, fields, self.view)]
-        if not any(f.code is not None and f.code == fields.get("code") for f in findings):
+        findings = [f for check in _ROUTES.get(event, ()) for f in check(event, fields, self.view)]
+        if event in FALLBACK.handles and not any(  # type: ignore[attr-defined]
+            f.code is not None and f.code == fields.get("code") for f in findings
+        ):
             findings.extend(FALLBACK(event, fields, self.view))
         self.view.observe(event, fields)
         for finding in findings:

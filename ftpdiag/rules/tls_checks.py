@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from ftpdiag.rules.finding import Check, Finding
+from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.view import SessionView
 
 _CERTIFICATE = re.compile(
@@ -36,6 +36,7 @@ def _control_failure(f: dict[str, Any]) -> Finding:
     return Finding("tls.handshake_failed", None, ev)
 
 
+@handles("tls.failed", "tls.upstream_refused", "tls.blind")
 def handshakes(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 4217 §4 and §7: the TLS negotiation on the control and data connections."""
     if event == "tls.failed" and f.get("channel") == "data":
@@ -52,6 +53,7 @@ def handshakes(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fin
         yield Finding("tls.blind", None, dict(f))
 
 
+@handles("reply")
 def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Replies that speak of TLS: AUTH unsupported (RFC 2228 §4), session reuse required."""
     if event != "reply":
