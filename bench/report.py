@@ -136,11 +136,13 @@ METHOD = """\
 - NOOP latency: a raw-socket Python client (TCP_NODELAY), logged in, 50 warm-up NOOPs, then
   the timed NOOPs one after another; median and p99 per run, the table shows the medians
   over runs; "added" = proxy − direct. Round trips on loopback swing with where the
-  scheduler puts client and proxy (same core or not): the proxy's CPU per NOOP
-  (utime+stime delta / NOOPs, login included) is the steadier figure.
+  scheduler puts client and proxy (same core or not); the direct baseline itself is
+  bimodal on this machine (about 8 µs when client and server take turns on one core, 60-70 µs
+  when they wake each other across cores), so "added" swings with it. The proxy's CPU per
+  NOOP (utime+stime delta / NOOPs, login included) is the steadier figure.
 - Concurrency: an asyncio raw-socket client in the benchmark process starts N sessions at
   once; at most 16 are between connect() and their 220 greeting at any moment (vsftpd listens
-  with a backlog of 32, the proxy with Twisted's default of 50: with SYN cookies on, a burst
+  with a backlog of 32, the proxy with 1024: with SYN cookies on, a burst
   past the backlog leaves clients "connected" but never greeted); each session logs in,
   does TYPE I + PASV + RETR of the small file 5 times (bytes counted) and QUITs.
   sessions/s = N / wall time. Proxy CPU = utime+stime delta of the proxy process
