@@ -74,7 +74,8 @@ class ProxyHandle:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        if _reactor_thread is not None and threading.current_thread() is not _reactor_thread:
+        thread = _reactor_thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
             in_reactor(lambda: None)
         return self._events
 
