@@ -230,6 +230,30 @@ def test_transfer_command_waits_for_the_dial_to_the_passive_port() -> None:
         assert wire(s.handle(FromClient(b"NOOP\r\n")), ToServer) == b"NOOP\r\n"
 
 
+def test_success_reply_after_a_stall_cut_becomes_426() -> None:
+    """When the proxy cut a stalled data connection, a server's 226 (it had written all into
+    its socket) must not tell the client the file is whole: the client gets 426, whether the
+    226 came after the cut or was already waiting behind the data."""
+    stall = DataFailed(1, "server", "stall", "no data for 1 s")
+    closed = DataClosed(1, 100, 0, "closed", "closed", "client", 2.0)
+    for order in ("226 after the cut", "226 before the cut"):
+        s, _ = logged_in()
+        passive_transfer(s)
+        s.handle(FromServer(b"150 here\r\n"))
+        out = []
+        if order == "226 before the cut":
+            assert wire(s.handle(FromServer(b"226 done\r\n")), ToClient) == b""  # held
+        out += s.handle(stall)
+        out += s.handle(closed)
+        if order == "226 after the cut":
+            out += s.handle(FromServer(b"226 done\r\n"))
+        sent = wire(out, ToClient)
+        assert sent.startswith(b"426 ftpdiag: data connection stalled") and b"226" not in sent
+        assert facts(out, "proxy.reply")[0]["code"] == 426
+        (end,) = facts(out, "transfer.end")
+        assert end["outcome"] == 226 and end["bytes"] == 100  # the server's word, the bytes
+
+
 def test_final_reply_waits_for_the_data_to_be_delivered() -> None:
     """226 reaches the client only after the data pipe has closed (no early completion)."""
     s, _ = logged_in()

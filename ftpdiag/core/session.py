@@ -642,8 +642,9 @@ class Session(FTPSMixin):
             return
         transfer.final_code = reply.code
         self._out.append(CancelTimer(f"completion:{transfer.pipe}"))
+        raw = self._cut_reply(transfer) if transfer.cut and reply.code < 300 else reply.raw
         if transfer.closed:
-            self._to_client(reply.raw)
+            self._to_client(raw)
             self._end_transfer(transfer, reply.code)
             return
         # 426 says the server closed the data connection: what it sent before is still in flight
@@ -655,7 +656,15 @@ class Session(FTPSMixin):
         self._out.append(FinishData(transfer.pipe, abort=abort))
         if self._hold_pipe is None and not client_abort:
             self._hold_pipe = transfer.pipe
-        self._to_client(reply.raw)
+        self._to_client(raw)
+
+    def _cut_reply(self, transfer: Transfer) -> bytes:
+        """What the client gets instead of a server's success reply for a transfer whose data
+        connection the proxy cut: the server had written everything into its socket, but the
+        client did not receive it all, and a 2xx would pass a truncated file for a whole one."""
+        text = f"ftpdiag: data connection stalled ({transfer.cut}) and closed; transfer aborted."
+        self._fact("proxy.reply", code=426, text=text, command=transfer.verb)
+        return _crlf(f"426 {text}")
 
     def _on_data_connected(self, ev: DataConnected) -> None:
         self._pipe_connected[ev.pipe] = self._pipe_connected.get(ev.pipe, 0) + 1
@@ -679,6 +688,14 @@ class Session(FTPSMixin):
         setup = self._setups.get(ev.pipe)
         if setup is not None and setup.failed is None:
             setup.failed = f"{ev.side} side {ev.kind}"
+        transfer = self._transfers.get(ev.pipe)
+        if ev.kind == "stall" and transfer is not None and not transfer.ended:
+            transfer.cut = ev.detail
+            final = transfer.final_code
+            if final is not None and final < 300 and self._hold_pipe == ev.pipe and self._held:
+                # The success reply came first and waits behind the data (it is the first
+                # held line): the client must not get it now.
+                self._held[0] = self._cut_reply(transfer)
         self._fact(
             "data.failed",
             pipe=ev.pipe,

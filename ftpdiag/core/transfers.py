@@ -57,6 +57,8 @@ class Transfer:
     first_closed: str | None = None
     duration: float = 0.0
     aborted_by: str | None = None
+    #: Why the proxy itself ended the data connection ("no data for 300 s"), if it did.
+    cut: str | None = None
     connected: int = 0
     ended: bool = False
 
