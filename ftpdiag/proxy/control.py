@@ -104,8 +104,25 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}" if tb else "?"
 
 
+class _Sender(Protocol):
+    """A control connection whose lines are sent at once (``write_now``)."""
+
+    send_failed = False  # a send found the connection reset (the read will only see EOF)
+
+    def send(self, data: bytes) -> None:
+        if write_now(self.transport, data):
+            self.send_failed = True
+
+    def how_closed(self, reason: Failure) -> tuple[bool, str]:
+        """(clean, detail) of the lost connection, a reset seen by a send included."""
+        clean = bool(reason.check(error.ConnectionDone))
+        if clean and self.send_failed:
+            return False, "Connection reset by peer (seen when sending)."
+        return clean, reason.getErrorMessage()
+
+
 @implementer(IHandshakeListener)
-class ServerControl(Protocol):
+class ServerControl(_Sender):
     """The proxy's control connection to the upstream server."""
 
     def __init__(self, owner: ClientControl) -> None:
@@ -138,7 +155,7 @@ class ServerControl(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.owner.blind:
             self.owner.blind_bytes[0] += len(data)  # type: ignore[index]
-            write_now(self.owner.transport, data)
+            self.owner.send(data)
             return
         self.owner.feed(FromServer(data))
 
@@ -153,12 +170,11 @@ class ServerControl(Protocol):
             self.owner.feed(TLSFailed("server", classify_handshake(detail, verify), detail))
         self.owner.report_blind_traffic()
         self.owner.tally_pipes()
-        clean = bool(reason.check(error.ConnectionDone))
-        self.owner.feed(ControlClosed("server", clean, reason.getErrorMessage()))
+        self.owner.feed(ControlClosed("server", *self.how_closed(reason)))
 
 
 @implementer(IHandshakeListener)
-class ClientControl(Protocol):
+class ClientControl(_Sender):
     """One client's control connection, and the owner of its session."""
 
     factory: ProxyFactory
@@ -202,7 +218,7 @@ class ClientControl(Protocol):
         if self.blind:
             self.blind_bytes[1] += len(data)  # type: ignore[index]
             if self.server is not None:
-                write_now(self.server.transport, data)
+                self.server.send(data)
             return
         self.feed(FromClient(data))
 
@@ -232,8 +248,7 @@ class ClientControl(Protocol):
             detail = openssl_detail(reason)
             self.feed(TLSFailed("client", classify_handshake(detail), detail))
         self.report_blind_traffic()
-        clean = bool(reason.check(error.ConnectionDone))
-        self.feed(ControlClosed("client", clean, reason.getErrorMessage()))
+        self.feed(ControlClosed("client", *self.how_closed(reason)))
         self._teardown()
 
     # ---- upstream --------------------------------------------------------------------------
@@ -278,10 +293,10 @@ class ClientControl(Protocol):
         facts: list[Fact] = []
         for out in outputs:
             if isinstance(out, ToClient):
-                write_now(self.transport, out.data)
+                self.send(out.data)
             elif isinstance(out, ToServer):
                 if self.server is not None:
-                    write_now(self.server.transport, out.data)
+                    self.server.send(out.data)
             elif isinstance(out, Fact):
                 facts.append(out)
             elif isinstance(out, ListenData):

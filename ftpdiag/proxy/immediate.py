@@ -31,12 +31,19 @@ def _idle_plain_tcp(transport: Any) -> bool:
         return False
 
 
-def write_now(transport: Any, data: bytes) -> None:
-    """Write ``data`` on ``transport``, sending what the kernel takes right now."""
+def write_now(transport: Any, data: bytes) -> bool:
+    """Write ``data`` on ``transport``, sending what the kernel takes right now.
+
+    Returns True when the kernel said the connection is broken (the peer reset it). That
+    error is reported once per socket: taken here, the read that follows sees a plain end of
+    file, so the caller must remember that the connection was reset, not closed."""
+    broken = False
     if data and _idle_plain_tcp(transport):
         sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent > 0:
+        if isinstance(sent, int):
             data = data[sent:]
-        # An error (a lost connection) is left to ``write``: its doWrite reports it as usual.
+        else:
+            broken = True
     if data:
-        transport.write(data)
+        transport.write(data)  # queued; a broken connection ends through the reactor as usual
+    return broken
