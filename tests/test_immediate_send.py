@@ -9,14 +9,15 @@ import threading
 import time
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from ftpdiag.proxy.control import _Sender
+from ftpdiag.proxy.immediate import ImmediateSender
 from ftpdiag.testing import _reactor, in_reactor
 
 
-class _Probe(_Sender):
+class _Probe(ImmediateSender):
     def __init__(self, made: threading.Event, lost: list[tuple[Failure, tuple[bool, str]]]) -> None:
         self.made, self.lost = made, lost
 
@@ -68,31 +69,63 @@ def test_lines_arrive_whole_and_in_order() -> None:
         in_reactor(port.stopListening)
 
 
-def test_reset_taken_by_a_send_is_still_a_reset() -> None:
-    """The client resets; the next line is sent before the reactor reads. The kernel reports
-    the reset to that send only, the read then sees a plain end of file, and the connection
-    must still end as a reset (not "closed cleanly")."""
+def _close_then_send(closing: Any) -> tuple[Failure, tuple[bool, str]]:
+    """The client ends its connection with ``closing(sock)`` while the proxy is not reading;
+    then, in one reactor call, the proxy sends a line and resumes reading: as when a reply is
+    relayed in the reactor pass that the client's FIN or RST arrived in."""
     port, probes, made, lost = _serve()
     client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
     assert made.wait(5)
     probe = probes[0]
     in_reactor(lambda: probe.transport.stopReading())  # type: ignore[union-attr]
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.close()  # RST
-    time.sleep(0.2)  # the RST reaches the proxy's socket
-
+    closing(client)
+    time.sleep(0.2)  # the FIN or RST reaches the proxy's socket
 
     def send_then_read() -> None:
-        # As when a reply is relayed in the same reactor pass that the reset arrived in: the
-        # reactor then reads (end of file) before it writes what the send left queued.
         probe.send(b"226 Transfer complete.\r\n")
+        probe.send(b"221 Goodbye.\r\n")
         probe.transport.startReading()  # type: ignore[union-attr]
 
     in_reactor(send_then_read)
-    assert probe.send_failed, "the send should have met the reset"
     deadline = time.monotonic() + 5
     while not lost and time.monotonic() < deadline:
         time.sleep(0.01)
     in_reactor(port.stopListening)
-    [(reason, (clean, detail))] = lost
-    assert not clean and "reset" in detail.lower(), (reason, detail)
+    [(reason, how)] = lost
+    return reason, how
+
+
+def _rst(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _fin(sock: socket.socket) -> None:
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+
+
+def test_a_reset_is_reported_as_a_reset() -> None:
+    """A send must not take the reset's error off the socket unseen (the read would then find
+    a plain end of file): the connection ends as a reset."""
+    reason, (clean, detail) = _close_then_send(_rst)
+    assert not clean, (reason, detail)
+
+
+def test_a_clean_close_is_reported_as_clean() -> None:
+    """Sending to a client that has closed makes its kernel answer with a reset; the proxy
+    must still report what the client did: a clean close."""
+    reason, (clean, detail) = _close_then_send(_fin)
+    assert clean, (reason, detail)
+
+
+def test_a_reset_found_by_a_send_is_still_a_reset() -> None:
+    """If a send itself meets the reset (it arrived after the check for pending input), the
+    kernel's error is gone and the read finds a plain end of file: the close that follows is
+    still reported as a reset."""
+    sender = ImmediateSender()
+    done = Failure(ConnectionDone())
+    assert sender.how_closed(done) == (True, "Connection was closed cleanly.")
+    sender.send_failed = True
+    clean, detail = sender.how_closed(done)
+    assert not clean and "reset" in detail.lower()

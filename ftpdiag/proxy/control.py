@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import error
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -55,7 +54,7 @@ from ftpdiag.core.session import Session
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
-from ftpdiag.proxy.immediate import write_now
+from ftpdiag.proxy.immediate import ImmediateSender
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -104,25 +103,8 @@ def _where(exc: BaseException) -> str:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}" if tb else "?"
 
 
-class _Sender(Protocol):
-    """A control connection whose lines are sent at once (``write_now``)."""
-
-    send_failed = False  # a send found the connection reset (the read will only see EOF)
-
-    def send(self, data: bytes) -> None:
-        if write_now(self.transport, data):
-            self.send_failed = True
-
-    def how_closed(self, reason: Failure) -> tuple[bool, str]:
-        """(clean, detail) of the lost connection, a reset seen by a send included."""
-        clean = bool(reason.check(error.ConnectionDone))
-        if clean and self.send_failed:
-            return False, "Connection reset by peer (seen when sending)."
-        return clean, reason.getErrorMessage()
-
-
 @implementer(IHandshakeListener)
-class ServerControl(_Sender):
+class ServerControl(ImmediateSender):
     """The proxy's control connection to the upstream server."""
 
     def __init__(self, owner: ClientControl) -> None:
@@ -174,7 +156,7 @@ class ServerControl(_Sender):
 
 
 @implementer(IHandshakeListener)
-class ClientControl(_Sender):
+class ClientControl(ImmediateSender):
     """One client's control connection, and the owner of its session."""
 
     factory: ProxyFactory

@@ -4,15 +4,23 @@ Twisted's ``transport.write`` only queues: the bytes leave on the next reactor i
 after an ``epoll_ctl`` to watch for writability, a poll and another ``epoll_ctl`` to stop
 watching. A relayed command and its reply each pay that twice (client→server, server→client),
 which was a quarter of the proxy's CPU per ``NOOP`` and most of its added latency. When
-nothing is queued on a plain TCP transport, the line is sent straight away with the
-transport's own ``writeSomeData``; whatever the kernel does not take, and every other case
-(TLS, a queue already waiting, a closing connection, a transport of another kind), goes
-through ``write`` as before, so the order of bytes is the transport's order.
+nothing is queued on a plain TCP transport and nothing waits to be read on it, the line is
+sent straight away with the transport's own ``writeSomeData``; whatever the kernel does not
+take, and every other case (TLS, a queue already waiting, pending input or end of file, a
+closing connection, a transport of another kind), goes through ``write`` as before, so the
+order of bytes is the transport's order and the reactor still reads before it writes.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
+
+from twisted.internet import error
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+_PENDING = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 
 def _idle_plain_tcp(transport: Any) -> bool:
@@ -31,19 +39,39 @@ def _idle_plain_tcp(transport: Any) -> bool:
         return False
 
 
-def write_now(transport: Any, data: bytes) -> bool:
-    """Write ``data`` on ``transport``, sending what the kernel takes right now.
+class ImmediateSender(Protocol):
+    """A connection whose lines are sent at once (the control connections of the proxy)."""
 
-    Returns True when the kernel said the connection is broken (the peer reset it). That
-    error is reported once per socket: taken here, the read that follows sees a plain end of
-    file, so the caller must remember that the connection was reset, not closed."""
-    broken = False
-    if data and _idle_plain_tcp(transport):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            data = data[sent:]
-        else:
-            broken = True
-    if data:
-        transport.write(data)  # queued; a broken connection ends through the reactor as usual
-    return broken
+    send_failed = False  # a send met a reset: the read that follows sees only end of file
+    _poller: Any = None
+
+    def send(self, data: bytes) -> None:
+        transport: Any = self.transport
+        if data and _idle_plain_tcp(transport) and self._nothing_to_read(transport):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int):
+                data = data[sent:]
+            else:
+                # A reset that arrived since ``_nothing_to_read`` looked. The kernel reports
+                # it once per socket and this send took it: remember it was a reset.
+                self.send_failed = True
+        if data:
+            transport.write(data)  # queued; a broken connection ends through the reactor
+
+    def _nothing_to_read(self, transport: Any) -> bool:
+        """Nothing waits to be read on the socket: no input, no end of file, no error.
+        Otherwise the reactor must see it first, as it would have: a send would take a
+        reset's error off the socket (the read would then find a mere end of file), and a
+        send after the peer's FIN would make its kernel answer with a reset (a clean close
+        would look like one)."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(transport.fileno(), _PENDING)
+        return not self._poller.poll(0)
+
+    def how_closed(self, reason: Failure) -> tuple[bool, str]:
+        """(clean, detail) of the lost connection, a reset met by a send included."""
+        clean = bool(reason.check(error.ConnectionDone))
+        if clean and self.send_failed:
+            return False, "Connection reset by peer (seen when sending)."
+        return clean, reason.getErrorMessage()
