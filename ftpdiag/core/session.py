@@ -688,14 +688,6 @@ class Session(FTPSMixin):
         setup = self._setups.get(ev.pipe)
         if setup is not None and setup.failed is None:
             setup.failed = f"{ev.side} side {ev.kind}"
-        transfer = self._transfers.get(ev.pipe)
-        if ev.kind == "stall" and transfer is not None and not transfer.ended:
-            transfer.cut = ev.detail
-            final = transfer.final_code
-            if final is not None and final < 300 and self._hold_pipe == ev.pipe and self._held:
-                # The success reply came first and waits behind the data (it is the first
-                # held line): the client must not get it now.
-                self._held[0] = self._cut_reply(transfer)
         self._fact(
             "data.failed",
             pipe=ev.pipe,
@@ -705,6 +697,14 @@ class Session(FTPSMixin):
             client_mode=setup.client_mode if setup else None,
             server_mode=setup.server_mode if setup else None,
         )
+        transfer = self._transfers.get(ev.pipe)
+        if ev.kind == "stall" and transfer is not None and not transfer.ended:
+            transfer.cut = ev.detail
+            final = transfer.final_code
+            if final is not None and final < 300 and self._hold_pipe == ev.pipe and self._held:
+                # The success reply came first and waits behind the data (it is the first
+                # held line): the client must not get it now.
+                self._held[0] = self._cut_reply(transfer)
         if (ev.pipe, ev.side) in self._waiting_listeners:
             # The proxy could not even open its listener: answer the client now.
             self._waiting_listeners.clear()
