@@ -181,8 +181,8 @@ def test_non_utf8_bytes_are_relayed_untouched(ftpdiag_proxy) -> None:  # type: i
 
 def test_twisted_failures_become_internal_errors_and_its_chatter_is_dropped() -> None:
     """Once the proxy took over Twisted's log, a failure Twisted reports is one
-    ``proxy.internal_error`` (type and namespace, never the message, which might quote
-    input), informational events are dropped, and nothing is kept in Twisted's buffer."""
+    ``proxy.internal_error`` (type, message with secrets scrubbed, innermost frame and
+    traceback), informational events are dropped, and nothing is kept in Twisted's buffer."""
     from twisted.logger import Logger, globalLogBeginner
     from twisted.python.failure import Failure
 
@@ -198,10 +198,11 @@ def test_twisted_failures_become_internal_errors_and_its_chatter_is_dropped() ->
             logger.failure("callback failed", Failure())
         logger.info("Starting factory {factory!r}", factory=object())
         logger.error("plain error")
-    assert logs == [
-        {"event": "proxy.internal_error", "error": "ValueError", "where": "ftpdiag.proxy.glue",
-         "log_level": "warning"},
-        {"event": "proxy.internal_error", "error": "error", "where": "ftpdiag.proxy.glue",
-         "log_level": "warning"},
-    ]
+    failure, plain = logs
+    assert failure["event"] == plain["event"] == "proxy.internal_error"
+    assert (failure["error"], failure["message"]) == ("ValueError", "PASS ****")
+    assert failure["where"].startswith("tests.test_logging:")
+    assert "raise ValueError" in failure["traceback"] and "hunter2" not in str(failure)
+    assert plain == {"event": "proxy.internal_error", "error": "error", "message": "",
+                     "where": "ftpdiag.proxy.glue", "log_level": "warning"}
     assert globalLogBeginner._temporaryObserver is None  # the in-memory buffer is gone
