@@ -156,7 +156,8 @@ class ConsoleRenderer:
     def _session_close(self, ev: Mapping[str, Any]) -> str:
         seconds = float(ev.get("duration_ms") or 0) / 1000
         return (
-            f"⇄ session closed  {seconds:.1f} s · {_plural(int(ev.get('commands') or 0), 'command')}"
+            f"⇄ session closed  {seconds:.1f} s"
+            f" · {_plural(int(ev.get('commands') or 0), 'command')}"
             f" · {_plural(int(ev.get('transfers') or 0), 'transfer')}"
             f" ({_human_bytes(int(ev.get('bytes') or 0))})"
             f" · {ev.get('reason')}"

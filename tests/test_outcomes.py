@@ -142,7 +142,8 @@ def test_one_of_three_uploads_failed() -> None:
     )
     s = summary(out)
     assert s["outcome_text"] == "1 of 3 uploads failed"
-    assert s["failed_operations"] == [{"kind": "upload", "command": "STOR", "arg": "b", "code": 552}]
+    failed = [{"kind": "upload", "command": "STOR", "arg": "b", "code": 552}]
+    assert s["failed_operations"] == failed
     assert s["root_cause"]["rule"] == "transfer.storage" and s["root_cause"]["remedy"]
     assert s["root_cause"]["reply_meaning"]  # the catalog's words, as evidence under it
 

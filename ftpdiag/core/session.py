@@ -812,7 +812,8 @@ class Session(FTPSMixin):
             if result is None:
                 continue
             if isinstance(result, MalformedReply):
-                self._fact("protocol.malformed_reply", text=result.text[:200])
+                at_greeting = bool(self._pending) and self._pending[0].purpose == "greeting"
+                self._fact("protocol.malformed_reply", text=result.text[:200], greeting=at_greeting)
                 self._to_client(result.raw)
             elif isinstance(result, OversizedReply):
                 self._fact("protocol.reply_too_long", code=result.code, limit=result.limit)

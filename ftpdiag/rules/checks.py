@@ -19,6 +19,7 @@ from ftpdiag.core.addresses import is_unroutable
 from ftpdiag.core.transfers import TRANSFER_VERBS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
+from ftpdiag.rules.server_messages import SERVER_MESSAGE_CHECKS
 from ftpdiag.rules.tls_checks import TLS_CHECKS
 from ftpdiag.rules.view import SessionView
 
@@ -214,8 +215,8 @@ def _client_stopped(f: dict[str, Any], rest: int) -> str | None:
     does once a segment started with REST has the bytes it wanted."""
     if f.get("aborted_by") == "client":
         return "client_abort"
-    if f.get("direction") != "download" or f.get("first_closed") != "client":
-        return None
+    if f.get("direction") != "download" or f.get("first_closed") != "client" or not f["bytes"]:
+        return None  # a client that got nothing at all stopped nothing
     if f.get("client_end") in ("eof", "closed") or (rest and f.get("client_end") == "reset"):
         return "client_closed"
     return None
@@ -383,7 +384,7 @@ def protocol(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
 @handles("greeting.timeout", "control.server_silent", "reply", "transfer.progress")
 def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Silences: no greeting, idle timeouts, stalled transfers."""
-    if event == "greeting.timeout":
+    if event == "greeting.timeout" and not view.peer_identified:
         yield Finding("greeting.missing", None, dict(f))
     elif event == "control.server_silent":
         yield Finding("control.server_silent", None, dict(f))
@@ -461,6 +462,7 @@ def catalog_fallback(event: str, f: dict[str, Any], view: SessionView) -> Iterat
 
 
 CHECKS: tuple[Check, ...] = (
+    *SERVER_MESSAGE_CHECKS,
     greeting,
     login,
     passive_address,

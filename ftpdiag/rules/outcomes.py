@@ -31,7 +31,17 @@ _STATUS_OF_RULE = {
     # A 426 does not make a download bad: the client stopped it on purpose.
     "transfer.client_stopped": "cancelled",
 }
-_FAILS_SETUP = frozenset({"protocol.malformed_pasv"})  # a 227 no client can use
+# A data connection that could not be made, whether or not the client went on to ask for the
+# transfer it was for (ftplib gives up at once when its data connection is refused).
+_FAILS_SETUP = frozenset(
+    {
+        "protocol.malformed_pasv",
+        "pasv.unreachable",
+        "active.server_never_connected",
+        "active.client_unreachable",
+        "data.client_never_connected",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,12 +48,15 @@ class SessionView:
     rest: int | None = None
     settings: dict[int, tuple[int, str]] = field(default_factory=dict)
     upstream: str | None = None
+    peer_identified: bool = False  # the upstream is known to be no FTP server (SSH, HTTP...)
 
     def remember(self, diagnosis: dict[str, Any]) -> None:
         """Keep a problem for the summary (the first KEPT are enough to rank a root cause);
         info diagnoses never rank as a cause, so they are not kept."""
         if diagnosis["severity"] != "info" and len(self.diagnoses) < KEPT:
             self.diagnoses.append(diagnosis)
+        if str(diagnosis["rule"]).startswith("peer."):
+            self.peer_identified = True
 
     def upstream_verb(self, verb: str | None) -> str | None:
         """The data-setup verb the server actually received for the client's ``verb``: the
