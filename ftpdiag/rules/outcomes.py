@@ -130,6 +130,7 @@ class Outcomes:
     failed_ops: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT only
     quit_sent: bool = False
     abnormal: str | None = None
+    trouble: bool = False  # a warning or an error was diagnosed
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Follow one fact: commands open operations, final replies end them, a truncation
@@ -186,6 +187,7 @@ class Outcomes:
 
     def _diagnosis(self, d: Mapping[str, Any]) -> None:
         rule, evidence = d.get("rule"), d.get("evidence") or {}
+        self.trouble = self.trouble or d.get("severity") in ("warning", "error")
         if rule in _FAILS_SETUP:
             self._end(
                 Operation("connection", str(evidence.get("command") or "PASV"), None),
@@ -215,11 +217,14 @@ class Outcomes:
         k = knowledge()
         if reason.startswith(k.abnormal) or (reason in k.unless_quit and not self.quit_sent):
             self.abnormal = reason
+        # A client that hangs up or QUITs with something open gave it up, unless trouble was
+        # seen (a stall, a missing 226): then it gave up because of it.
+        walked_away = (self.quit_sent or reason.startswith("client")) and not self.trouble
         for op in list(self.open):
             if op.silent:
                 self.open.remove(op)  # a raw command left unanswered is not an operation
-            else:
-                self._end(op, "failed", None)
+            else:  # one the client walked away from (QUIT, hang-up) was given up, not failed
+                self._end(op, "cancelled" if walked_away else "failed", None)
 
     def _end(self, op: Operation, status: str, code: int | None) -> None:
         if op in self.open:

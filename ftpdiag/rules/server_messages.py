@@ -88,10 +88,14 @@ def server_messages(event: str, f: dict[str, Any], view: SessionView) -> Iterato
         return
     if event == "reply":
         code = int(f["code"])
-        where = "greeting" if "greeting" in (f.get("state") or ()) else "reply"
-        found = match(text, code, where) or (
-            match(text, code, "reply") if where != "reply" else None
-        )
+        if "greeting" in (f.get("state") or ()):
+            # A welcome banner may quote policies ("No anonymous login"): only a refusing
+            # greeting is read as a reply.
+            found = match(text, code, "greeting") or (
+                match(text, code, "reply") if code >= 400 else None
+            )
+        else:
+            found = match(text, code, "reply")
         if found is not None:
             evidence = {
                 "code": code,
