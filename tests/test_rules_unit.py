@@ -593,7 +593,7 @@ def test_ascii_binary() -> None:
         (550, "STOR", "Not enough privileges.", "file.permission"),
         (553, "STOR", "Could not create file: access denied", "file.permission"),
         (550, "RETR", "No such file or directory.", "file.not_found"),
-        (550, "RETR", "Failed to open file.", "reply.explained"),
+        (550, "RETR", "Failed to open file.", "file.unavailable"),  # vsftpd's words for both
     ],
 )
 def test_file_errors(code: int, verb: str, text: str, rule: str) -> None:

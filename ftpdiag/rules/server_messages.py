@@ -101,6 +101,7 @@ def server_messages(event: str, f: dict[str, Any], view: SessionView) -> Iterato
                 "code": code,
                 "text": text,
                 "command": f.get("command"),
+                "path": f.get("arg"),
                 "server": found.server,
             }
             yield Finding(found.rule, code, evidence, overrides=True)

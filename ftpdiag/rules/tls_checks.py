@@ -53,6 +53,24 @@ def handshakes(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fin
         yield Finding("tls.blind", None, dict(f))
 
 
+@handles("tls.established")
+def data_resumption(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """RFC 4217 §10 (and vsftpd's require_ssl_reuse): a data connection should resume the
+    control connection's TLS session. Through ftpdiag it works anyway, because the proxy
+    resumes its own session toward the server; straight to such a server it fails. Said once."""
+    if (
+        event == "tls.established"
+        and f.get("side") == "client"
+        and f.get("channel") == "data"
+        and f.get("resumed") is False
+        and not view.client_resumption_told
+    ):
+        view.client_resumption_told = True
+        yield Finding(
+            "tls.client_no_resume", None, {"pipe": f.get("pipe"), "version": f.get("version")}
+        )
+
+
 @handles("reply")
 def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Replies that speak of TLS: AUTH unsupported (RFC 2228 §4), session reuse required."""
@@ -66,4 +84,4 @@ def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fi
         yield Finding("tls.resumption_required", code, evidence)
 
 
-TLS_CHECKS: tuple[Check, ...] = (handshakes, tls_replies)
+TLS_CHECKS: tuple[Check, ...] = (handshakes, data_resumption, tls_replies)

@@ -49,6 +49,7 @@ class SessionView:
     settings: dict[int, tuple[int, str]] = field(default_factory=dict)
     upstream: str | None = None
     peer_identified: bool = False  # the upstream is known to be no FTP server (SSH, HTTP...)
+    client_resumption_told: bool = False  # tls.client_no_resume is said once per session
 
     def remember(self, diagnosis: dict[str, Any]) -> None:
         """Keep a problem for the summary (the first KEPT are enough to rank a root cause);
