@@ -214,3 +214,29 @@ def test_outcome_words_exist_in_both_languages() -> None:
         assert set(words) == set(k.text["en"]), lang
         for kind in kinds:
             assert len(words[kind]) == 2 and all(words[kind]), (lang, kind)
+
+
+def test_console_puts_the_outcome_first_with_plurals_and_sensible_rates() -> None:
+    """The summary's first line is the outcome; "1 transfer"; no rate for a tiny transfer."""
+    from ftpdiag.console import ConsoleRenderer
+
+    render = ConsoleRenderer(color=False)
+    out = run(*login(), *upload("a", pipe=1), *upload("b", 552, pipe=2), close())
+    text = render({"event": "session.summary", **summary(out)})
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[0] == "1 of 2 uploads failed."
+    assert lines[1].startswith("Most likely cause:")
+    healthy = run(*login(), close())
+    assert "The login succeeded. No problems found" in render(
+        {"event": "session.summary", **summary(healthy)}
+    )
+    closed = render(
+        {"event": "session.close", "duration_ms": 5.0, "commands": 1, "transfers": 1, "bytes": 3}
+    )
+    assert "1 command · 1 transfer (3 B)" in closed
+    tiny = {"command": "RETR", "path": "a", "bytes": 3, "duration_ms": 0.4, "outcome": 226}
+    assert "/s" not in render({"event": "transfer.end", **tiny})
+    big = {**tiny, "bytes": 8 << 20, "duration_ms": 16.0}
+    assert "524.3 MB/s" in render({"event": "transfer.end", **big})
+    slow = {**tiny, "bytes": 100_000, "duration_ms": 1000.0}
+    assert "100.0 kB/s" in render({"event": "transfer.end", **slow})

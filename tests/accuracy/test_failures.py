@@ -9,6 +9,7 @@ client; fakes stand in only for peers no FTP server can be (an SSH server, a mai
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import io
 import os
@@ -22,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
 from ftpdiag.certs import ensure_ca, mint_leaf
+from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
 from ftpdiag.testing import ProxyHandle
 from tests.accuracy.conftest import TALLY, sessions, summary_of, transcript
 from tests.fake_servers import FakeFTPServer
@@ -190,41 +191,38 @@ def test_writable_chroot_vsftpd(ftpdiag_proxy: Proxy) -> None:
               "allow_writeable_chroot=YES")  # fmt: skip
 
 
-# ---- limits ---------------------------------------------------------------------------------------
+# ---- limits -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("make", "rule", "remedy"),
+    ("server", "setting", "rule", "remedy"),
     [
-        (lambda: Vsftpd(conf={"max_per_ip": "1"}), "greeting.too_many", "max_per_ip"),
-        (lambda: Proftpd(extra="MaxClientsPerHost 1"), "login.too_many", "MaxClientsPerHost"),
-        (lambda: Pureftpd(flags={"-C": "1"}), "greeting.too_many", "pure-ftpd -c/-C"),
+        (Vsftpd, {"conf": {"max_per_ip": "1"}}, "greeting.too_many", "max_per_ip"),
+        (Proftpd, {"extra": "MaxClientsPerHost 1"}, "login.too_many", "MaxClientsPerHost"),
+        (Pureftpd, {"flags": {"-C": "1"}}, "greeting.too_many", "pure-ftpd -c/-C"),
     ],
     ids=["vsftpd", "proftpd", "pure-ftpd"],
 )
 def test_connections_per_ip(
-    make: Callable[[], FTPServer], rule: str, remedy: str, ftpdiag_proxy: Proxy
+    server: type[FTPServer],
+    setting: dict[str, Any],
+    rule: str,
+    remedy: str,
+    ftpdiag_proxy: Proxy,
 ) -> None:
     """One session per address allowed: the second session is refused, and says why."""
-    srv = make()
-    try:
-        srv.start()
-    except Exception as exc:  # noqa: BLE001 - ServerUnavailable or a start failure
-        pytest.skip(str(exc))
-    try:
+    with running(server, **setting) as srv:
         proxy = ftpdiag_proxy((srv.host, srv.port))
         first = login(proxy, srv.user, srv.password)
         with pytest.raises((ftplib.Error, EOFError, OSError)):
             second = login(proxy, srv.user, srv.password)
             second.voidcmd("NOOP")
         bye(first)
-        session = [s for s in sessions(proxy, 2) if summary_of(s)["root_cause"]]
-        assert session, "the refused session has no root cause"
+        refused = [s for s in sessions(proxy, 2) if summary_of(s)["root_cause"]]
+        assert len(refused) == 1, "exactly the refused session has a root cause"
         TALLY.scenarios += 1
-        found = headline(session[0])
+        found = headline(refused[0])
         if not (found and found["rule"] == rule and remedy in found["remedy"]):
             TALLY.wrong.append(f"per-IP limit × {srv.name}: got {found and found['rule']}")
-            raise AssertionError(transcript(session[0]))
-    finally:
-        srv.stop()
+            raise AssertionError(transcript(refused[0]))
 
 
 # ---- files --------------------------------------------------------------------------------------
@@ -480,26 +478,15 @@ def test_nothing_listens(ftpdiag_proxy: Proxy) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-class _any_server:  # noqa: N801 - used as a context manager
+@contextlib.contextmanager
+def _any_server(name: str, tmp_path: Path) -> Iterator[tuple[tuple[str, int], str, str]]:
     """pyftpdlib or a real server by name, yielding (address, user, password)."""
-
-    def __init__(self, name: str, tmp_path: Path) -> None:
-        self.name, self.tmp_path = name, tmp_path
-        self.server: Any = None
-
-    def __enter__(self) -> tuple[tuple[str, int], str, str]:
-        if self.name == "pyftpdlib":
-            root = self.tmp_path / "root"
-            root.mkdir()
-            self.server = FakeFTPServer(root).start()
-            return self.server.address, self.server.user, self.server.password
-        cls = {"vsftpd": VsftpdServer, "proftpd": ProftpdServer, "pure-ftpd": PureftpdServer}
-        self.context = running(cls[self.name])
-        srv = self.context.__enter__()
-        return (srv.host, srv.port), srv.user, srv.password
-
-    def __exit__(self, *exc: object) -> None:
-        if self.name == "pyftpdlib":
-            self.server.stop()
-        else:
-            self.context.__exit__(*exc)
+    if name == "pyftpdlib":
+        root = tmp_path / "root"
+        root.mkdir()
+        with FakeFTPServer(root) as fake:
+            yield fake.address, fake.user, fake.password
+        return
+    cls = {"vsftpd": VsftpdServer, "proftpd": ProftpdServer, "pure-ftpd": PureftpdServer}[name]
+    with running(cls) as srv:
+        yield (srv.host, srv.port), srv.user, srv.password
