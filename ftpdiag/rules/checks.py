@@ -284,10 +284,8 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         "resume_at": moved + rest,
     }
     stopped = _client_stopped(f, rest)
-    if (
-        stopped is not None
-        and outcome != "closed"
-        and not (isinstance(outcome, int) and outcome // 100 == 2 and moved == expected)
+    if stopped is not None and not (
+        isinstance(outcome, int) and outcome // 100 == 2 and moved == expected
     ):
         code = outcome if isinstance(outcome, int) else None
         yield Finding("transfer.client_stopped", code, {**ev, "cause": stopped, "code": code})

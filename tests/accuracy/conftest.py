@@ -116,7 +116,8 @@ def transcript(session: list[dict[str, Any]]) -> str:
         elif e["event"] == "diagnosis":
             lines.append(f"  [{e['severity']}] {e['rule']}")
         elif e["event"] in ("transfer.end", "session.close", "data.failed"):
-            keep = ("outcome", "bytes", "client_end", "server_end", "first_closed", "reason")
+            keep = ("outcome", "bytes", "client_end", "server_end", "first_closed", "aborted_by")
+            keep += ("reason",)
             lines.append(f"  {e['event']} " + " ".join(f"{k}={e.get(k)}" for k in keep if k in e))
         elif e["event"] == "session.summary":
             lines.append(f"  summary: {e['outcome_text']}; root cause {e['root_cause']}")
