@@ -419,6 +419,96 @@ def test_server_certificate_refused(
         judge(f"{name} × proftpd", proxy, "tls.verify_failed", reason)
 
 
+@pytest.mark.parametrize(
+    ("server", "setting", "rule"),
+    [
+        (VsftpdServer, {}, "tls.required"),  # force_local_data_ssl=YES: 522
+        (Pureftpd, {"flags": {"-Y": "3"}}, "tls.prot_p_required"),  # 521
+    ],
+    ids=["vsftpd", "pure-ftpd"],
+)
+def test_server_requires_prot_p(
+    server: type[FTPServer],
+    setting: dict[str, Any],
+    rule: str,
+    ftpdiag_proxy: Proxy,
+    proxy_ca: tuple[Any, Any],
+) -> None:
+    """The client protects the control connection but lists with PROT C: the server wants
+    PROT P, and the fix says so."""
+    with running(server, tls=True, **setting) as srv:
+        assert srv.cert is not None
+        upstream = UpstreamTLS("127.0.0.1", True, Path(srv.cert.cert))
+        proxy = _tls_proxy(ftpdiag_proxy, srv, proxy_ca, upstream)
+        ftp = ftplib.FTP_TLS(context=_client_context(proxy_ca), timeout=TIMEOUT)
+        ftp.connect(proxy.host, proxy.port)
+        ftp.auth()
+        ftp.login(srv.user, srv.password)
+        with pytest.raises(ftplib.error_perm, match=r"^52"):
+            ftp.retrlines("LIST", lambda _: None)
+        bye(ftp)
+        judge(f"PROT P required × {srv.name}", proxy, rule, "PROT P")
+
+
+class ExpiredCertProftpd(ProftpdServer):
+    """ProFTPD whose self-signed certificate expired yesterday."""
+
+    def _prepare(self) -> list[str]:
+        assert self.cert is not None
+        _expired_cert(self.cert.cert, self.cert.key)
+        return super()._prepare()
+
+
+def _expired_cert(cert_path: Path, key_path: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=10))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def test_expired_server_certificate(ftpdiag_proxy: Proxy, proxy_ca: tuple[Any, Any]) -> None:
+    """The server's certificate expired: the proxy refuses it and says to renew it."""
+    with running(ExpiredCertProftpd, tls=True) as srv:
+        assert srv.cert is not None
+        upstream = UpstreamTLS("127.0.0.1", True, Path(srv.cert.cert))
+        proxy = _tls_proxy(ftpdiag_proxy, srv, proxy_ca, upstream)
+        ftp = ftplib.FTP_TLS(context=_client_context(proxy_ca), timeout=TIMEOUT)
+        ftp.connect(proxy.host, proxy.port)
+        with pytest.raises((ftplib.Error, EOFError, OSError)):
+            ftp.auth()
+            ftp.login(srv.user, srv.password)
+        ftp.close()
+        judge("expired certificate × proftpd", proxy, "tls.verify_failed", "renew an expired")
+
+
 # ---- not an FTP server (fakes: no FTP server can be one) ---------------------------------------
 @pytest.fixture
 def banner_server() -> Iterator[Callable[[bytes], tuple[str, int]]]:
