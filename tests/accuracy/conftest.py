@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from ftpdiag.sandbox import ServerThread
 from ftpdiag.testing import ProxyHandle
-from tests.fake_servers import FakeFTPServer
 from tests.interop.servers import (
     FTPServer,
     ProftpdServer,
@@ -159,10 +159,10 @@ def pureftpd() -> Iterator[PureftpdServer]:
 
 
 @pytest.fixture(scope="session")
-def pyftpdlib_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFTPServer]:
-    """pyftpdlib itself, no fault injected (the fake-server harness with an empty fault list)."""
+def pyftpdlib_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """pyftpdlib as ``ftpdiag proxy`` runs it without ``--upstream``: the built-in sandbox."""
     root = tmp_path_factory.mktemp("pyftpdlib-root")
-    with FakeFTPServer(root) as srv:
+    with ServerThread(root) as srv:
         yield srv
 
 
@@ -173,7 +173,7 @@ SERVERS = ["pyftpdlib", "vsftpd", "proftpd", "pure-ftpd"]
 def served(request: pytest.FixtureRequest) -> Served:
     """Each server in turn, for the healthy matrix."""
     if request.param == "pyftpdlib":
-        srv: FakeFTPServer = request.getfixturevalue("pyftpdlib_server")
+        srv: ServerThread = request.getfixturevalue("pyftpdlib_server")
         return Served("pyftpdlib", srv.address, srv.user, srv.password, srv.root)
     fixture = {"vsftpd": "vsftpd", "proftpd": "proftpd", "pure-ftpd": "pureftpd"}[request.param]
     return _real(request.getfixturevalue(fixture))
