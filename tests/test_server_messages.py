@@ -51,6 +51,8 @@ SAMPLES = [
     (550, "upload.bin: Read-only file system", "reply", "server.read_only_fs"),
     (451, "Error writing file: No space left on device", "reply", "server.disk_full"),
     (552, "Disk quota exceeded", "reply", "server.quota_exceeded"),
+    (None, "\x16\x03\x01\x02\x00", "client", "client.implicit_tls"),
+    (None, "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", "client", "client.sftp"),
 ]  # fmt: skip
 
 
@@ -144,3 +146,13 @@ def test_smtp_greeting_is_a_mail_server() -> None:
     )
     assert "greeting.ready" not in [f["rule"] for e, f in out if e == "diagnosis"]
     assert summary(out)["root_cause"]["rule"] == "peer.mail"
+
+
+def test_implicit_tls_client_and_sftp_client() -> None:
+    """A client whose first bytes are a TLS ClientHello, or an SSH banner, is named."""
+    hello = ("control.closed", {"side": "client", "clean": True, "client_head": "\x16\x03\x01\x02"})
+    assert errors(run(hello)) == ["client.implicit_tls"]
+    out = run(greeting(), command("SSH-2.0-OPENSSH_9.2P1"), reply(500, "Unknown command.", "X"))
+    assert errors(out)[0] == "client.sftp"
+    later = run(greeting(), command("NOOP"), command("SSH-2.0-X"))
+    assert "client.sftp" not in errors(later)  # only a first line says what the client is

@@ -253,6 +253,7 @@ class Session(FTPSMixin):
             detail=ev.detail,
             awaiting=(last.command.verb if last and last.command else None),
             transfer_open=any(t.open for t in self._transfers.values()),
+            client_head=self._client_lines.head() or None,
         )
         if self._assembler.in_progress:
             # RFC 959 §4.2: a multi-line reply ends on a line with its own code; this one never did.

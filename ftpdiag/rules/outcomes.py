@@ -131,6 +131,7 @@ class Outcomes:
     quit_sent: bool = False
     abnormal: str | None = None
     trouble: bool = False  # a warning or an error was diagnosed
+    wrong_peer: bool = False  # one end does not speak FTP at all
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Follow one fact: commands open operations, final replies end them, a truncation
@@ -188,6 +189,9 @@ class Outcomes:
     def _diagnosis(self, d: Mapping[str, Any]) -> None:
         rule, evidence = d.get("rule"), d.get("evidence") or {}
         self.trouble = self.trouble or d.get("severity") in ("warning", "error")
+        # A peer that is no FTP server, or a client that is no FTP client: however it ends,
+        # the session could not have worked.
+        self.wrong_peer = self.wrong_peer or str(rule).startswith(("peer.", "client."))
         if rule in _FAILS_SETUP:
             self._end(
                 Operation("connection", str(evidence.get("command") or "PASV"), None),
@@ -215,7 +219,11 @@ class Outcomes:
 
     def _close(self, reason: str) -> None:
         k = knowledge()
-        if reason.startswith(k.abnormal) or (reason in k.unless_quit and not self.quit_sent):
+        if (
+            self.wrong_peer
+            or reason.startswith(k.abnormal)
+            or (reason in k.unless_quit and not self.quit_sent)
+        ):
             self.abnormal = reason
         # A client that hangs up or QUITs with something open gave it up, unless trouble was
         # seen (a stall, a missing 226): then it gave up because of it.

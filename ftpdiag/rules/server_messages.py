@@ -20,8 +20,9 @@ from typing import Any
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.view import SessionView
 
-#: Where a message can be seen: a reply to a command, the greeting, a non-reply greeting line.
-WHERE = frozenset({"reply", "greeting", "line"})
+#: Where a message can be seen: a reply to a command, the greeting, a non-reply greeting line,
+#: the first bytes of a client.
+WHERE = frozenset({"reply", "greeting", "line", "client"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +75,23 @@ def match(text: str, code: int | None, where: str) -> ServerMessage | None:
     return None
 
 
-@handles("reply", "protocol.malformed_reply", "greeting.timeout")
+@handles("reply", "protocol.malformed_reply", "greeting.timeout", "command", "control.closed")
 def server_messages(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """A reply (or a greeting line that is not one, RFC 959 §4.2) whose words are known, or a
     silent greeting (RFC 959 §5.4: 220 comes first) on the port of a peer that waits to be
     spoken to."""
     text = str(f.get("text") or "")
+    if event == "command" and view.commands == 0:  # an SFTP client says SSH-2.0-... first
+        found = match(f"{f.get('verb')} {f.get('arg') or ''}", None, "client")
+        if found is not None:
+            yield Finding(found.rule, None, {"text": str(f.get("verb"))[:40]}, overrides=True)
+        return
+    if event == "control.closed":  # a TLS ClientHello never ends a line
+        head = str(f.get("client_head") or "")
+        found = match(head, None, "client") if head and view.commands == 0 else None
+        if found is not None:
+            yield Finding(found.rule, None, {"text": repr(head[:8])}, overrides=True)
+        return
     if event == "greeting.timeout":
         port = str(view.upstream or "").rpartition(":")[2]
         rule = silent_ports().get(int(port)) if port.isdigit() else None

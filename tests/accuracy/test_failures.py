@@ -15,6 +15,7 @@ import io
 import os
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ import pytest
 from ftpdiag.certs import ensure_ca, mint_leaf
 from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
 from ftpdiag.testing import ProxyHandle
+from tests.accuracy.clients import tool
 from tests.accuracy.conftest import TALLY, sessions, summary_of, transcript
 from tests.fake_servers import FakeFTPServer
 from tests.interop.servers import (
@@ -567,6 +569,41 @@ def test_not_an_ftp_server(
         ftp.login("someone", "secret")
     ftp.close()
     judge(name, proxy, rule, remedy)
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "rule", "remedy"),
+    [
+        (
+            "implicit-FTPS client",
+            ["curl", "-sS", "--max-time", "5", "-k", "ftps://{host}:{port}/"],
+            "client.implicit_tls",
+            "--listen-tls implicit",
+        ),
+        (
+            "SFTP client",
+            ["ssh", "-p", "{port}", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "nobody@{host}", "true"],
+            "client.sftp",
+            "protocol 'FTP",
+        ),
+    ],
+)  # fmt: skip
+def test_client_that_is_no_ftp_client(
+    name: str, command: list[str], rule: str, remedy: str, ftpdiag_proxy: Proxy, tmp_path: Path
+) -> None:
+    """People point an implicit-FTPS or SFTP client at an FTP port: the client is named."""
+    with running(ProftpdServer) as srv:
+        proxy = ftpdiag_proxy((srv.host, srv.port))
+        args = [a.format(host=proxy.host, port=proxy.port) for a in command]
+        args[0] = tool(args[0])
+        done = subprocess.run(
+            args, capture_output=True, timeout=20, check=False, stdin=subprocess.DEVNULL,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert done.returncode != 0, "the client cannot have succeeded"
+        judge(f"{name} × proftpd", proxy, rule, remedy)
 
 
 def test_nothing_listens(ftpdiag_proxy: Proxy) -> None:
