@@ -5,8 +5,8 @@
 #
 # What it does (idempotent; quiet on success, setup log shown on failure):
 #   1. As root on Debian: apt-installs the clients and libraries the interop suite needs
-#      (curl, lftp, wget, tnftp, ncftp, openssl and the shared libraries of the FTP servers;
-#      the accuracy matrix runs every one of those clients) and fetches the FTP
+#      (curl, lftp, wget, tnftp, ncftp, openssh-client, openssl and the shared libraries of
+#      the FTP servers; the accuracy matrix runs each of those clients) and fetches the FTP
 #      servers themselves (vsftpd, proftpd-core, proftpd-mod-crypto, pure-ftpd) with
 #      `apt-get download`, unpacking them with `dpkg -x` into the folder tests/interop/.debs/root
 #      The servers are never apt-installed: they all declare `Conflicts: ftp-server`, so apt
@@ -35,7 +35,7 @@ LOG=$DEBS_DIR/setup.log
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-APT_PKGS=(curl lftp openssl ca-certificates wget tnftp ncftp)
+APT_PKGS=(curl lftp openssl ca-certificates wget tnftp ncftp openssh-client)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)

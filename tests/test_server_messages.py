@@ -39,6 +39,7 @@ SAMPLES = [
      "tls.prot_p_required"),
     (500, "Sorry, but I won't connect to ports < 1024", "reply", "server.low_port"),
     (550, "Failed to open file.", "reply", "file.unavailable"),
+    (550, "Failed to change directory.", "reply", "file.unavailable"),
     (553, "Could not create file.", "reply", "file.permission"),
     (451, "Disk full - please upload later", "reply", "server.disk_full"),
     (552, "Quota exceeded: [big.bin] won't be saved", "reply", "server.quota_exceeded"),

@@ -147,6 +147,8 @@ class Outcomes:
 
     def _command(self, verb: str, arg: Any) -> None:
         k = knowledge()
+        if len(self.open) >= KEPT:  # commands nobody answers must not grow a session
+            self.open.pop(0)
         if verb == "QUIT":
             self.quit_sent = True
         if verb in k.ignored or verb in k.continues:
