@@ -240,3 +240,18 @@ def test_console_puts_the_outcome_first_with_plurals_and_sensible_rates() -> Non
     assert "524.3 MB/s" in render({"event": "transfer.end", **big})
     slow = {**tiny, "bytes": 100_000, "duration_ms": 1000.0}
     assert "100.0 kB/s" in render({"event": "transfer.end", **slow})
+
+
+def test_unclean_tls_close_fails_the_download() -> None:
+    """A protected download reset by the server after its 226: tls.unclean_close, failed."""
+    out = run(
+        *login(),
+        command("RETR", "big.bin"),
+        start(),
+        ("tls.established", {"side": "server", "channel": "data", "pipe": 1, "resumed": True}),
+        reply(226, "ok", "RETR", "big.bin"),
+        ("transfer.end", {**end(226, 1000)[1], "server_end": "reset", "client_end": "reset"}),
+        close(),
+    )
+    assert errors(out) == ["tls.unclean_close"]
+    assert summary(out)["outcome_text"] == "the download failed"

@@ -28,6 +28,7 @@ _STATUS_OF_RULE = {
     # A 226 does not make a download good: it was short, or a binary file went in TYPE A.
     "transfer.truncated": "failed",
     "transfer.ascii_binary": "failed",
+    "tls.unclean_close": "failed",  # the client's end was cut: strict clients report an error
     # A 426 does not make a download bad: the client stopped it on purpose.
     "transfer.client_stopped": "cancelled",
 }

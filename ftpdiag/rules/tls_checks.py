@@ -71,6 +71,29 @@ def data_resumption(event: str, f: dict[str, Any], view: SessionView) -> Iterato
         )
 
 
+@handles("transfer.end")
+def unclean_close(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """RFC 4217 §12.6 (via RFC 5246 §7.2.1): a protected data connection ends with a TLS
+    close_notify; without it an end of data cannot be told from a truncation, and clients that
+    check fail the transfer although the server answered 226."""
+    if (
+        event == "transfer.end"
+        and int(f["pipe"]) in view.tls_data_pipes
+        and isinstance(f.get("outcome"), int)
+        and f["outcome"] // 100 == 2
+        and f.get("first_closed") == "server"
+        and f.get("server_end") == "reset"
+    ):
+        yield Finding(
+            "tls.unclean_close",
+            f["outcome"],
+            {
+                "code": f["outcome"],
+                **{k: f.get(k) for k in ("command", "path", "bytes", "client_end", "server_end")},
+            },
+        )
+
+
 @handles("reply")
 def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Replies that speak of TLS: AUTH unsupported (RFC 2228 §4), session reuse required."""
@@ -84,4 +107,4 @@ def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fi
         yield Finding("tls.resumption_required", code, evidence)
 
 
-TLS_CHECKS: tuple[Check, ...] = (handshakes, data_resumption, tls_replies)
+TLS_CHECKS: tuple[Check, ...] = (handshakes, data_resumption, unclean_close, tls_replies)

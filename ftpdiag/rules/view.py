@@ -50,6 +50,7 @@ class SessionView:
     upstream: str | None = None
     peer_identified: bool = False  # the upstream is known to be no FTP server (SSH, HTTP...)
     client_resumption_told: bool = False  # tls.client_no_resume is said once per session
+    tls_data_pipes: set[int] = field(default_factory=set)  # protected toward the server
 
     def remember(self, diagnosis: dict[str, Any]) -> None:
         """Keep a problem for the summary (the first KEPT are enough to rank a root cause);
@@ -103,6 +104,13 @@ class SessionView:
             self.upstream = fields.get("upstream")
         elif event == "data.fallback":
             self.falling_back = True
+        elif (
+            event == "tls.established"
+            and fields.get("channel") == "data"
+            and fields.get("side") == "server"
+            and fields.get("pipe") is not None
+        ):
+            self.tls_data_pipes.add(int(fields["pipe"]))
         elif event == "command":
             self.commands += 1
             if fields.get("verb") == "USER":
@@ -136,6 +144,7 @@ class SessionView:
                 per_pipe.pop(pipe, None)
             self.stalled.discard(pipe)
             self.no_completion.discard(pipe)
+            self.tls_data_pipes.discard(pipe)
         elif (
             event == "control.closed"
             and fields.get("side") == "server"

@@ -5,21 +5,26 @@ client that does not resume its TLS session on data connections."""
 from __future__ import annotations
 
 import ftplib
+import os
 import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
 
 from ftpdiag.certs import ensure_ca, mint_leaf
 from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
 from ftpdiag.testing import ProxyHandle
 from tests.accuracy.scenarios import TIMEOUT, Proxy, Pureftpd, Vsftpd, bye, judge, login
+from tests.fake_servers import FakeFTPServer
 from tests.interop.servers import (
     FTPServer,
     ProftpdServer,
     PureftpdServer,
+    SessionReuseFTP_TLS,
     VsftpdServer,
+    make_self_signed_cert,
     running,
 )
 
@@ -205,3 +210,36 @@ def test_expired_server_certificate(ftpdiag_proxy: Proxy, proxy_ca: tuple[Any, A
             ftp.login(srv.user, srv.password)
         ftp.close()
         judge("expired certificate × proftpd", proxy, "tls.verify_failed", "renew an expired")
+
+
+class _UncleanTLSData(TLS_DTPHandler):  # type: ignore[misc]
+    """pyftpdlib's TLS data channel closing its socket without a TLS close_notify."""
+
+    def close(self) -> None:
+        self._error = True  # pyftpdlib skips SSL_shutdown on a connection in error
+        super().close()
+
+
+def test_server_without_tls_close_notify(
+    ftpdiag_proxy: Proxy, proxy_ca: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """A server that ends protected downloads without close_notify (a fake: the real servers
+    here all close cleanly): the client's transfer breaks although the server said 226."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data.bin").write_bytes(os.urandom(200_000))
+    cert = make_self_signed_cert(tmp_path / "tls")
+    attrs = {"certfile": str(cert.cert), "keyfile": str(cert.key), "dtp_handler": _UncleanTLSData}
+    with FakeFTPServer(root, handler_base=TLS_FTPHandler, handler_attrs=attrs) as srv:
+        upstream = UpstreamTLS("127.0.0.1", True, Path(cert.cert))
+        tls = ProxyTLS(ClientFacingTLS(proxy_ca[1].cert, proxy_ca[1].key), upstream)
+        proxy = ftpdiag_proxy(srv.address, tls=tls, client_tls="explicit")
+        ftp = SessionReuseFTP_TLS(context=_client_context(proxy_ca), timeout=TIMEOUT)
+        ftp.connect(proxy.host, proxy.port)
+        ftp.auth()
+        ftp.login(srv.user, srv.password)
+        ftp.prot_p()
+        with pytest.raises(OSError):
+            ftp.retrbinary("RETR data.bin", lambda _: None)
+        bye(ftp)
+        judge("no TLS close_notify × pyftpdlib", proxy, "tls.unclean_close", "TLS shutdown")
