@@ -413,7 +413,10 @@ class CaptureSession:
             return
         transfer.ended = True
         conn, missed = setup.conn, 0
+        endpoints: dict[str, str | None] = {"data_from": None, "data_to": None}
         if conn is not None:
+            endpoints = {"data_from": f"{conn.orig[0]}:{conn.orig[1]}"}
+            endpoints["data_to"] = f"{conn.resp[0]}:{conn.resp[1]}"
             ends = conn.ends(setup.mode)
             transfer.to_client, transfer.to_server = ends["to_client"], ends["to_server"]
             transfer.client_end, transfer.server_end = ends["client_end"], ends["server_end"]
@@ -424,7 +427,8 @@ class CaptureSession:
             # The server said the connection opened (1xx): it is just not in the capture.
             transfer.client_end = transfer.server_end = "unseen"
         self._counts.bytes += transfer.bytes
-        self._fact(ts, "transfer.end", **transfer.end_fields(outcome), missed_bytes=missed)
+        fields = transfer.end_fields(outcome)
+        self._fact(ts, "transfer.end", **fields, missed_bytes=missed, **endpoints)
         self._setups.pop(setup.pipe, None)
         self._transfers.pop(setup.pipe, None)
 
