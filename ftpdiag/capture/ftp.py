@@ -45,6 +45,7 @@ class DataSetup:
     mode: Mode
     conn: Any = None
     transfer: Transfer | None = None
+    failed: bool = False  # its data.failed is out
 
 
 @dataclass(slots=True)
@@ -298,6 +299,7 @@ class CaptureSession:
             and reply.code == 425
             and (setup.conn is None or not setup.conn.opened)
             and not pending.preliminary
+            and not setup.failed
         ):
             self._data_failed(ts, setup)
         self._counts.replies += 1
@@ -381,8 +383,14 @@ class CaptureSession:
         if transfer is not None and transfer.final_code is not None:
             self._end_transfer(ts, setup, transfer.final_code)
 
+    def data_refused(self, ts: float, setup: DataSetup) -> None:
+        """The connection attempt for ``setup`` was answered by RST: nothing listened."""
+        if not setup.failed and not self.closed:
+            self._data_failed(ts, setup)
+
     def _data_failed(self, ts: float, setup: DataSetup) -> None:
-        """The final error reply came and no data connection did: which side failed."""
+        """No data connection came (a 425, or an attempt refused): which side failed."""
+        setup.failed = True
         passive = setup.mode == "passive"
         attempt = None if setup.conn is None else setup.conn.refused_or_timeout
         kind = attempt or "timeout"

@@ -191,6 +191,8 @@ class Tracker:
             self._ended(conn, ts, idx, clean=True)
         if flags & RST and d.rst is None:
             d.rst = ts
+            if conn.role == DATA and idx == 1 and not conn.opened and conn.session and conn.setup:
+                conn.session.data_refused(ts, conn.setup)
             self._ended(conn, ts, idx, clean=False)
 
     def _open(
