@@ -49,12 +49,33 @@ def packets(buf: Any) -> Iterator[Packet]:
     raise CaptureError("not a pcap or pcapng file (unknown magic bytes)")
 
 
+class _Release:
+    """Drops the mapped pages the walk has passed, so that resident memory stays flat
+    however large the capture (the pages stay in the page cache; only the mapping lets
+    go). A packet is used before the next one is read, and nothing keeps a view into
+    the map (payloads that matter are copied), so the pages behind are never touched again."""
+
+    WINDOW = 8 << 20
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf if hasattr(buf, "madvise") else None
+        self.done = 0
+
+    def upto(self, off: int) -> None:
+        if self.buf is not None and off - self.done >= self.WINDOW:
+            end = off - off % mmap.PAGESIZE
+            self.buf.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
+            self.done = end
+
+
 def _pcap(buf: Any, order: str, unit: float) -> Iterator[Packet]:
     if len(buf) < 24:
         raise CaptureError("pcap file shorter than its 24-byte header")
     linktype = struct.unpack_from(order + "I", buf, 20)[0] & 0x0FFFFFFF
     record = struct.Struct(order + "IIII")
     off, end = 24, len(buf)
+    release = _Release(buf)
+    next_release = release.WINDOW
     while off + 16 <= end:
         sec, frac, caplen, _orig = record.unpack_from(buf, off)
         off += 16
@@ -62,6 +83,9 @@ def _pcap(buf: Any, order: str, unit: float) -> Iterator[Packet]:
             return
         yield sec + frac * unit, linktype, buf, off, caplen
         off += caplen
+        if off > next_release:
+            release.upto(off)
+            next_release = off + release.WINDOW
 
 
 def _resolution(options: bytes, order: str) -> float:
@@ -82,7 +106,9 @@ def _pcapng(buf: Any) -> Iterator[Packet]:
     off, end = 0, len(buf)
     order = "<"
     interfaces: list[tuple[int, float]] = []
+    release = _Release(buf)
     while off + 12 <= end:
+        release.upto(off)
         if bytes(buf[off : off + 4]) == _PCAPNG_SHB:
             order = _BYTE_ORDER.get(bytes(buf[off + 8 : off + 12]), "")
             if not order:
