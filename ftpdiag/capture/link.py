@@ -161,9 +161,17 @@ class Tracker:
             hit = self._open(ts, key, None)
         conn, idx = hit
         conn.last = ts
-        if conn.role == OTHER:
+        role = conn.role
+        if role == OTHER:
             return
         d = conn.dirs[idx]
+        if role == DATA and not flags & 0x07 and conn.opened:  # the bulk: no SYN, FIN, RST
+            if sent:
+                d.data(d.offset(seq), captured, sent)
+            elif flags & ACK:
+                other = conn.dirs[1 - idx]
+                other.acked_to(other.peek(ack))
+            return
         rel = d.offset(seq, syn=bool(flags & SYN))
         if flags & SYN:
             rel += 1

@@ -91,12 +91,20 @@ class Direction:
         """Account for a data segment without keeping its payload."""
         if sent <= 0:
             return
-        if self.low is None or rel < self.low:
-            self.low = rel if self.low is None else min(self.low, rel)
+        low = self.low
+        if low is None or rel < low:
+            self.low = rel
         end = rel + sent
         if end > self.high:
             self.high = end
         if captured > 0:
+            spans = self._spans
+            if spans:  # the usual case, inline: in order after the last captured range
+                last = spans[-1]
+                if last[1] == rel:
+                    last[1] = rel + captured
+                    self.covered += captured
+                    return
             self._cover(rel, rel + captured)
 
     def acked_to(self, rel: int | None) -> None:
