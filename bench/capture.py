@@ -143,7 +143,7 @@ def check(run: Run, size: int) -> None:
 
 
 def section(rows: list[list[str]], command: str, notes: list[str]) -> str:
-    head = ["capture", "packets", "file", "ftpdiag s", "tshark s", "tshark / ftpdiag",
+    head = ["capture", "packets", "file", "ftpdiag s", "tshark s", "ftpdiag / tshark",
             "ftpdiag peak RSS", "tshark peak RSS"]  # fmt: skip
     lines = [
         SECTION,
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{label}: RETR {size / (1 << 20):.0f} MiB", f"{packets:,}",
                 f"{path.stat().st_size / (1 << 20):.0f} MiB", f"{ours:.2f}",
                 f"{theirs:.2f}" if theirs else "–",
-                f"{theirs / ours:.1f}" if theirs else "–", f"{peak:.0f} MiB",
+                f"{ours / theirs:.2f}" if theirs else "–", f"{peak:.0f} MiB",
                 f"{their_peak:.0f} MiB" if their_peak else "–",
             ])  # fmt: skip
             versus = f"tshark {theirs:.2f} s" if theirs else "no tshark"
@@ -215,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Medians of {args.runs} runs of each tool, alternated, on the same file in the page "
         "cache; whole processes timed (interpreter start included); peak RSS from wait4. "
         "`ftpdiag analyze --format json` rebuilds the session (the data connection by "
-        "sequence numbers only) and runs the diagnosis engine; `tshark -r FILE -q` dissects "
-        "every packet and prints nothing.",
+        "sequence numbers only) and runs the diagnosis engine; `tshark -r FILE -q` reads "
+        "every packet and prints nothing. The loopback shape is what tcpdump records on `lo` "
+        "(65,483-byte segments: the kernel hands over whole GSO segments); the Ethernet shape "
+        "has one packet per 1448 bytes and an ACK for every two, 68 times the packets, and "
+        "there ftpdiag's per-packet Python costs show. ftpdiag's peak memory is the same for "
+        "256 MiB and 1 GiB: the reader releases the mapped pages behind it.",
         f"Load average at start {load_start}, at end {loadavg()}; git {revision}; "
         f"{os.cpu_count()} CPUs; started {time.strftime('%Y-%m-%d %H:%M %Z')}.",
     ]
