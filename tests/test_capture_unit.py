@@ -210,11 +210,15 @@ def test_sequence_numbers_wrap() -> None:
 # ---- FTP by content, data connections ---------------------------------------------------
 def test_ftp_is_found_by_content_not_port_and_other_traffic_is_ignored() -> None:
     """An FTP server on port 2121 is found because it speaks first with a reply code; an
-    HTTP connection beside it on port 21 is not FTP."""
+    HTTP connection beside it on port 21 is not FTP, nor is an SMTP server's 220."""
     cap = Capture()
     http = cap.conversation((CLIENT, 39999), (SERVER, 21)).open()
     http.c(b"GET / HTTP/1.1\r\n\r\n")
     http.s(b"HTTP/1.1 200 OK\r\n\r\n")
+    smtp = cap.conversation((CLIENT, 39998), (SERVER, 25)).open()
+    smtp.s(b"220 mail.example.org ESMTP Postfix\r\n")
+    smtp.c(b"EHLO client\r\n")
+    smtp.s(b"250 mail.example.org\r\n")
     ctl = cap.conversation((CLIENT, 40000), (SERVER, 2121))
     login(ctl)
     (session,) = sessions_from_buffer(cap.pcap())

@@ -10,6 +10,7 @@ facts about data connections come from: the TCP packets of the connection that t
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from ftpdiag.core.messages import (
 from ftpdiag.core.transfers import TRANSFER_VERBS, Mode, Transfer
 
 Endpoint = tuple[str, int]
+# Other protocols whose servers also greet with a three-digit code (RFC 5321, RFC 3977).
+_NOT_FTP_GREETING = re.compile(r"\b(E?SMTP|NNTP|LMTP)\b", re.I)
+_NOT_FTP_VERBS = frozenset({"EHLO", "HELO", "LHLO", "MAIL", "ARTICLE", "GROUP"})
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
 Expect = Callable[[str, int, "DataSetup"], None]
@@ -113,6 +117,8 @@ class CaptureSession:
         self._last_command_at = ts
         self._counts = _Counts()
         self._control_closed: str | None = None
+        #: Set when the conversation turns out to be SMTP, NNTP… (they too greet with 2xx).
+        self.not_ftp = False
         fields: dict[str, Any] = {"input": source}
         if implicit_tls:
             fields["tls"] = "implicit"
@@ -182,6 +188,8 @@ class CaptureSession:
 
     # ---- commands ------------------------------------------------------------------
     def _on_command(self, ts: float, command: Command) -> None:
+        if self._counts.commands == 0 and command.verb in _NOT_FTP_VERBS:
+            self.not_ftp = True
         self._counts.commands += 1
         self._last_command_at = ts
         self._fact(ts, "command", verb=command.verb, arg=command.loggable_arg)
@@ -321,6 +329,8 @@ class CaptureSession:
         )
         if pending is None:
             return
+        if pending.purpose == "greeting" and _NOT_FTP_GREETING.search(reply.text):
+            self.not_ftp = True
         if reply.preliminary:
             pending.preliminary = True
             return

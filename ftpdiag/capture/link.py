@@ -299,4 +299,4 @@ class Tracker:
                     self._deliver(conn, self.last, [(c_idx, c) for c in direction.flush()])
         for session in self.sessions:
             session.close(self.last, capture_ended=True)
-        return self.sessions
+        return [session for session in self.sessions if not session.not_ftp]
