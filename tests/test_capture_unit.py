@@ -11,6 +11,9 @@ import pytest
 
 from ftpdiag.analyze import analyze_records
 from ftpdiag.capture import CaptureError, capture_sessions, looks_like_capture, sessions_from_buffer
+from ftpdiag.capture.decode import tcp_segment
+from ftpdiag.capture.link import Tracker
+from ftpdiag.capture.pcap import packets
 from ftpdiag.cli import main
 from tests.capture_builder import Capture, Conversation, pcapng
 
@@ -376,3 +379,24 @@ def test_analyze_command_reads_a_capture(
     bad.write_bytes(cap.pcap()[:4] + b"\x00" * 4)
     assert main(["analyze", str(bad)]) == 2
     assert capsys.readouterr().err.startswith("ftpdiag: error:")
+
+
+def test_finished_connections_are_forgotten() -> None:
+    """Thousands of short unrelated connections do not stay in memory: the tracker keeps the
+    connections still open and the FTP control connections, not every one it saw."""
+    cap = Capture()
+    login(cap.conversation((CLIENT, 40000), (SERVER, 21)))
+    for port in range(2000):
+        other = cap.conversation((CLIENT, 10000 + port), ("10.0.0.9", 80)).open()
+        other.c(b"GET / HTTP/1.0\r\n\r\n")
+        other.s(b"HTTP/1.0 200 OK\r\n\r\n")
+        other.close()
+    tracker = Tracker("many.pcap")
+    blob = cap.pcap()
+    for ts, linktype, data, off, caplen in packets(blob):
+        seg = tcp_segment(linktype, data, off, caplen)
+        assert seg is not None
+        tracker.segment(ts, seg, data)
+    tracker._sweep(tracker.last)
+    assert len(tracker.table) == 2  # the control connection, both directions
+    assert len(tracker.finish()) == 1

@@ -31,6 +31,10 @@ MAX_UNDECIDED = 8192
 """Bytes a connection may carry before it is known whether it is an FTP control connection."""
 
 CANDIDATE, CONTROL, DATA, OTHER = range(4)
+SWEEP_EVERY = 1 << 16
+"""Packets between two sweeps of finished connections."""
+IDLE_FORGET_S = 600.0
+"""A connection silent this long is forgotten (its FIN or RST may not be in the capture)."""
 
 
 def _host(raw: bytes) -> str:
@@ -127,6 +131,7 @@ class Tracker:
         self.expected: dict[tuple[str, int], deque[tuple[CaptureSession, DataSetup]]] = {}
         self.sessions: list[CaptureSession] = []
         self.last = 0.0
+        self._count = 0
 
     # ---- expectations --------------------------------------------------------------
     def _expector(self, session_ref: list[CaptureSession]) -> Any:
@@ -151,6 +156,9 @@ class Tracker:
         control connections, never for data)."""
         src, sport, dst, dport, seq, ack, flags, poff, captured, sent = seg
         self.last = ts
+        self._count += 1
+        if self._count % SWEEP_EVERY == 0:
+            self._sweep(ts)
         key = (src, sport, dst, dport)
         hit = self.table.get(key)
         if flags & SYN and not flags & ACK and (hit is None or hit[0].syn != seq):
@@ -162,9 +170,13 @@ class Tracker:
         conn, idx = hit
         conn.last = ts
         role = conn.role
-        if role == OTHER:
-            return
         d = conn.dirs[idx]
+        if role == OTHER:  # only its end matters: when it can be forgotten
+            if flags & FIN:
+                d.fin = ts
+            if flags & RST:
+                d.rst = ts
+            return
         if role == DATA and not flags & 0x07 and conn.opened:  # the bulk: no SYN, FIN, RST
             if sent:
                 d.data(d.offset(seq), captured, sent)
@@ -202,6 +214,16 @@ class Tracker:
             if conn.role == DATA and idx == 1 and not conn.opened and conn.session and conn.setup:
                 conn.session.data_refused(ts, conn.setup)
             self._ended(conn, ts, idx, clean=False)
+
+    def _sweep(self, now: float) -> None:
+        """Forget connections that are over and no longer needed, so that memory follows the
+        connections open at a time, not all the capture ever had. Control connections stay:
+        their sessions are the result."""
+        for key, (conn, _) in list(self.table.items()):
+            if conn.role == CONTROL or (conn.role == DATA and not conn.reported):
+                continue
+            if conn.done or now - conn.last > IDLE_FORGET_S:
+                del self.table[key]
 
     def _open(
         self, ts: float, key: tuple[bytes, int, bytes, int], syn: int | None
