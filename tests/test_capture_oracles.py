@@ -70,6 +70,11 @@ def events(sessions: list[list[dict[str, Any]]], event: str) -> Iterator[dict[st
         yield from (r for r in session if r["event"] == event)
 
 
+def only_event(session: list[dict[str, Any]], event: str) -> dict[str, Any]:
+    (found,) = [r for r in session if r["event"] == event]
+    return found
+
+
 def final_replies(sessions: list[list[dict[str, Any]]]) -> list[tuple[str, int]]:
     """(command, final reply code) in order; the greeting is Zeek's ``<init>``."""
     pairs = []
@@ -292,10 +297,14 @@ def test_ndpi_control_and_data_flows(name: str) -> None:
 
 def test_ftp_found_by_content_on_a_port_other_than_21() -> None:
     """GridFTP on port 2811 is recognised as FTP because its server speaks first with a
-    reply code, not because of the port."""
+    reply code, not because of the port; once AUTH GSSAPI's commands travel inside ENC
+    (RFC 2228) the session is blind, as after AUTH TLS."""
     (session,) = records("zeek-globus-url-copy-gridftp")
     assert session[0]["upstream"].endswith(":2811")
     assert any(r["event"] == "reply" and r["code"] == 220 for r in session)
+    assert ("ADAT", 235) in final_replies([session])
+    assert only_event(session, "tls.blind")["reason"].startswith("ENC")
+    assert not any(r["event"] == "reply" and r["code"] // 10 == 63 for r in session)
 
 
 def test_one_ftp_session_among_unrelated_connections() -> None:

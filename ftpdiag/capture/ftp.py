@@ -34,6 +34,7 @@ Endpoint = tuple[str, int]
 _NOT_FTP_GREETING = re.compile(r"\b(E?SMTP|NNTP|LMTP)\b", re.I)
 _NOT_FTP_VERBS = frozenset({"EHLO", "HELO", "LHLO", "MAIL", "ARTICLE", "GROUP"})
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
+PROTECTED_VERBS = frozenset({"ENC", "MIC", "CONF"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
 Expect = Callable[[str, int, "DataSetup"], None]
 """Register an expected data connection to (host, port) for a set-up."""
@@ -212,6 +213,11 @@ class CaptureSession:
             for transfer in self._transfers.values():
                 if not transfer.ended:
                     transfer.aborted_by = "client"
+        elif verb in PROTECTED_VERBS:
+            # RFC 2228 §3: after AUTH GSSAPI/ADAT the commands travel inside ENC/MIC/CONF,
+            # and their replies inside 631-633: nothing readable from here on.
+            self._go_blind(ts, f"{verb}: RFC 2228 protected commands after AUTH, unreadable")
+            return
         self._pending.append(pending)
 
     def _new_setup(self, verb: str, mode: Mode) -> DataSetup:
