@@ -4,6 +4,7 @@ content, data connections linked and measured, and the diagnoses that follow."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,21 @@ def test_finished_connections_are_forgotten() -> None:
     tracker._sweep(tracker.last)
     assert len(tracker.table) == 2  # the control connection, both directions
     assert len(tracker.finish()) == 1
+
+
+def test_damaged_captures_never_raise_anything_but_capture_error() -> None:
+    """Random byte damage to pcap and pcapng files (lengths, link types, timestamps, TCP
+    headers, FTP text) yields sessions or a CaptureError, never another exception."""
+    rng = random.Random(15)
+    cap = Capture()
+    passive_download(cap, body=5000)
+    blobs = [cap.pcap(), pcapng(cap.frames), cap.pcap(big_endian=True)]
+    for _ in range(300):
+        data = bytearray(rng.choice(blobs))
+        for _ in range(rng.randint(1, 30)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            sessions = sessions_from_buffer(bytes(data))
+        except CaptureError:
+            continue
+        analyze_records([r for s in sessions for r in s])

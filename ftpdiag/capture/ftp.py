@@ -33,6 +33,7 @@ Endpoint = tuple[str, int]
 # Other protocols whose servers also greet with a three-digit code (RFC 5321, RFC 3977).
 _NOT_FTP_GREETING = re.compile(r"\b(E?SMTP|NNTP|LMTP)\b", re.I)
 _NOT_FTP_VERBS = frozenset({"EHLO", "HELO", "LHLO", "MAIL", "ARTICLE", "GROUP"})
+_LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 PROTECTED_VERBS = frozenset({"ENC", "MIC", "CONF"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
@@ -74,7 +75,9 @@ class _Counts:
 
 
 def stamp(ts: float) -> str:
-    """A capture timestamp as the log's ISO 8601 UTC time."""
+    """A capture timestamp as the log's ISO 8601 UTC time; a damaged record's impossible
+    time is clamped to the range ISO 8601 years can carry."""
+    ts = min(max(ts, 0.0), _LAST_SECOND)
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
