@@ -5,6 +5,7 @@ content, data connections linked and measured, and the diagnoses that follow."""
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,19 @@ def test_damaged_captures_never_raise_anything_but_capture_error() -> None:
         except CaptureError:
             continue
         analyze_records([r for s in sessions for r in s])
+
+
+def test_many_tiny_out_of_order_segments_stay_cheap() -> None:
+    """20,000 one-byte control segments sent in reverse order (a hostile or broken capture)
+    are handled in bounded time: held segments are capped, the holes become gaps."""
+    cap = Capture()
+    ctl = cap.conversation((CLIENT, 40000), (SERVER, 21))
+    ctl.open()
+    ctl.s(b"220 Ready\r\n")
+    packets_ = [ctl.c(b"x", send=False) for _ in range(20000)]
+    for packet in reversed(packets_):
+        cap.add(packet)
+    started = time.perf_counter()
+    (session,) = sessions_from_buffer(cap.pcap())
+    assert time.perf_counter() - started < 10
+    assert any(r["event"] == "capture.gap" for r in session)

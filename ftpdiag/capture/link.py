@@ -270,7 +270,8 @@ class Tracker:
         if server is None:
             syn_and_server_spoke = conn.syn is not None and len(heads[1]) >= 4
             both_spoke = len(heads[0]) >= 4 and len(heads[1]) >= 4
-            if syn_and_server_spoke or both_spoke or conn.held_bytes > MAX_UNDECIDED:
+            undecided = conn.held_bytes > MAX_UNDECIDED or len(conn.held) > MAX_UNDECIDED // 32
+            if syn_and_server_spoke or both_spoke or undecided:
                 conn.role, conn.held = OTHER, []
             return
         conn.role, conn.server = CONTROL, server

@@ -16,6 +16,8 @@ _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
 MAX_PENDING = 1 << 18
 """Out-of-order control bytes held before the hole before them is declared a gap."""
+MAX_PENDING_SEGMENTS = 512
+"""Out-of-order control segments held (however small): each later step looks at them all."""
 MAX_INTERVALS = 256
 """Separate captured ranges a data direction tracks before it forgets the oldest."""
 
@@ -152,7 +154,7 @@ class Direction:
             if held is None or held[1] < sent:
                 self._pending[rel] = (payload, sent)
                 self._pending_bytes += len(payload)
-            if self._pending_bytes > MAX_PENDING:
+            if self._pending_bytes > MAX_PENDING or len(self._pending) > MAX_PENDING_SEGMENTS:
                 return self.skip_to(min(self._pending))
             return []
         out = self._take(rel, payload, sent)
