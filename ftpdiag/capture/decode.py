@@ -23,7 +23,6 @@ _IPV6_AF = (10, 24, 28, 30)  # AF_INET6 on Linux, NetBSD/OpenBSD, FreeBSD, macOS
 _EXTENSIONS = (0, 43, 60, 51, 135)  # hop-by-hop, routing, destination options, AH, mobility
 _U16 = struct.Struct("!H")
 _TCP = struct.Struct("!HHIIBB")
-LINK_TYPES = {ETHERNET, NULL, RAW, SLL, LOOP, SLL2, IPV4, IPV6, *_RAW_ALIASES}
 
 
 def _network(linktype: int, buf: Any, off: int, end: int) -> tuple[int, int]:

@@ -37,8 +37,8 @@ _LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 PROTECTED_VERBS = frozenset({"ENC", "MIC", "CONF"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
-Expect = Callable[[str, int, "DataSetup"], None]
-"""Register an expected data connection to (host, port) for a set-up."""
+Expect = Callable[["CaptureSession", str, int, "DataSetup"], None]
+"""Register an expected data connection to (host, port) for a session's set-up."""
 
 
 @dataclass(slots=True)
@@ -258,7 +258,7 @@ class CaptureSession:
                 client=self.client[0],
             )
         setup = self._new_setup(command.verb, "active")
-        self.expect(host, port, setup)
+        self.expect(self, host, port, setup)
         return setup
 
     def _transfer_command(self, ts: float, command: Command, pending: Pending) -> None:
@@ -385,9 +385,9 @@ class CaptureSession:
             dialled=None,  # a capture shows no dialler's choice, only connections (below)
             control_peer=self.server[0],
         )
-        self.expect(host, port, setup)
+        self.expect(self, host, port, setup)
         if not addr.same_host(host, self.server[0]):
-            self.expect(self.server[0], port, setup)  # clients that ignore a NATed address
+            self.expect(self, self.server[0], port, setup)  # clients that ignore a NAT address
 
     # ---- data connections ----------------------------------------------------------
     def data_connected(self, setup: DataSetup, conn: Any) -> bool:

@@ -134,11 +134,8 @@ class Tracker:
         self._count = 0
 
     # ---- expectations --------------------------------------------------------------
-    def _expector(self, session_ref: list[CaptureSession]) -> Any:
-        def expect(host: str, port: int, setup: DataSetup) -> None:
-            self.expected.setdefault((host, port), deque()).append((session_ref[0], setup))
-
-        return expect
+    def _expect(self, session: CaptureSession, host: str, port: int, setup: DataSetup) -> None:
+        self.expected.setdefault((host, port), deque()).append((session, setup))
 
     def _claim(self, conn: Connection) -> None:
         waiting = self.expected.get(conn.resp)
@@ -276,18 +273,16 @@ class Tracker:
             return
         conn.role, conn.server = CONTROL, server
         client, srv = (conn.orig, conn.resp) if server == 1 else (conn.resp, conn.orig)
-        ref: list[CaptureSession] = []
         session = CaptureSession(
             f"{len(self.sessions) + 1:04x}",
             client,
             srv,
             conn.first,
             self.source,
-            self._expector(ref),
+            self._expect,
             from_start=conn.syn is not None,
             implicit_tls=implicit,
         )
-        ref.append(session)
         conn.session = session
         self.sessions.append(session)
         held, conn.held = conn.held, []

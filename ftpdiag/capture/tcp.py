@@ -40,7 +40,6 @@ class Direction:
         "high",
         "low",
         "next",
-        "retransmitted",
         "rst",
     )
 
@@ -57,7 +56,6 @@ class Direction:
         self.fin: float | None = None
         self.fin_at: int | None = None  # the FIN's offset: an ACK of it acknowledges no byte
         self.rst: float | None = None
-        self.retransmitted = 0
 
     def offset(self, seq: int, syn: bool = False) -> int:
         """The unwrapped offset of ``seq`` from this direction's first data byte."""
@@ -127,8 +125,6 @@ class Direction:
                 if end > last[1]:
                     self.covered += end - last[1]
                     last[1] = end
-                else:
-                    self.retransmitted += 1
                 return
         i = bisect_left(spans, [start, start])
         if i > 0 and spans[i - 1][1] >= start:
