@@ -436,3 +436,25 @@ def test_many_tiny_out_of_order_segments_stay_cheap() -> None:
     (session,) = sessions_from_buffer(cap.pcap())
     assert time.perf_counter() - started < 10
     assert any(r["event"] == "capture.gap" for r in session)
+
+
+def test_a_gap_inside_pass_never_shows_the_password() -> None:
+    """The segment holding ``PASS sec`` is lost and ``ret`` arrives: the tail of the cut
+    line is dropped, not read as a command, and no part of the password is in any record;
+    an over-long PASS line is logged without its argument."""
+    cap = Capture()
+    ctl = cap.conversation((CLIENT, 40000), (SERVER, 21))
+    ctl.open()
+    ctl.s(b"220 Ready\r\n")
+    ctl.c(b"USER diag\r\n")
+    ctl.s(b"331 Password\r\n")
+    ctl.c(b"PASS topsec", send=False)
+    ctl.c(b"retvalue\r\n")
+    ctl.s(b"230 Logged in\r\n")
+    ctl.c(b"PASS " + b"hunter2" * 2000 + b"\r\n")
+    ctl.s(b"500 Too long\r\n")
+    records = rebuild(cap.pcap())
+    text = repr(records)
+    assert "topsec" not in text and "retvalue" not in text.lower() and "hunter2" not in text
+    assert only(records, "capture.gap")["bytes"] == len(b"PASS topsec")
+    assert only(records, "protocol.line_too_long")["head"] == "PASS ****"

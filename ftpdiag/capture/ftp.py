@@ -28,11 +28,14 @@ from ftpdiag.core.messages import (
     parse_command,
 )
 from ftpdiag.core.transfers import TRANSFER_VERBS, Mode, Transfer
+from ftpdiag.rules.sequences import allowed_replies
 
 Endpoint = tuple[str, int]
 # Other protocols whose servers also greet with a three-digit code (RFC 5321, RFC 3977).
 _NOT_FTP_GREETING = re.compile(r"\b(E?SMTP|NNTP|LMTP)\b", re.I)
 _NOT_FTP_VERBS = frozenset({"EHLO", "HELO", "LHLO", "MAIL", "ARTICLE", "GROUP"})
+_REPLY_START = re.compile(rb"\d{3}[ \-\r\n]")
+_VERB_START = re.compile(rb"([A-Z]{3,4})(?: |\r?\n)")
 _LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 PROTECTED_VERBS = frozenset({"ENC", "MIC", "CONF"})
@@ -121,6 +124,7 @@ class CaptureSession:
         self._last_command_at = ts
         self._counts = _Counts()
         self._control_closed: str | None = None
+        self._cut: set[str] = set()  # sides whose current line a gap cut
         #: Set when the conversation turns out to be SMTP, NNTP… (they too greet with 2xx).
         self.not_ftp = False
         fields: dict[str, Any] = {"input": source}
@@ -148,13 +152,33 @@ class CaptureSession:
         self._fact(ts, "tls.blind", "warning", reason=reason)
 
     # ---- control bytes -------------------------------------------------------------
+    def _after_gap(self, side: str, data: bytes) -> bytes:
+        """What follows a gap up to the next line end is the tail of a line whose head is
+        lost, unless it starts a line itself (a reply code; an upper-case command of the
+        RFC 959 table): the tail is dropped, so that the end of ``PASS secret`` is never read
+        as a command."""
+        if side not in self._cut:
+            return data
+        end = data.find(b"\n")
+        if end < 0 and len(data) < 8:
+            return b""  # too short to tell: wait for more
+        self._cut.discard(side)
+        first = data[: end + 1] if end >= 0 else data
+        if side == "server" and _REPLY_START.match(first):
+            return data
+        verb = _VERB_START.match(first)
+        if side == "client" and verb and allowed_replies(verb.group(1).decode()) is not None:
+            return data
+        return data[end + 1 :] if end >= 0 else b""
+
     def client_bytes(self, ts: float, data: bytes) -> None:
         if self.blind:
             self.blind_bytes["server"] += len(data)
             return
-        for item in self._client_lines.feed(data):
+        for item in self._client_lines.feed(self._after_gap("client", data)):
             if isinstance(item, OverlongLine):
-                head = line_text(item.head)[:40]
+                command = parse_command(item.head)  # PASS/ACCT: the head shows no secret
+                head = f"{command.verb} {command.loggable_arg}"[:40]
                 self._fact(ts, "protocol.line_too_long", side="client", limit=item.limit, head=head)
             else:
                 self._on_command(ts, parse_command(item))
@@ -165,7 +189,7 @@ class CaptureSession:
         if self.blind:
             self.blind_bytes["client"] += len(data)
             return
-        for item in self._server_lines.feed(data):
+        for item in self._server_lines.feed(self._after_gap("server", data)):
             if isinstance(item, OverlongLine):
                 head = line_text(item.head)[:40]
                 self._fact(ts, "protocol.line_too_long", side="server", limit=item.limit, head=head)
@@ -184,6 +208,7 @@ class CaptureSession:
         """Bytes of the control connection missing from the capture: the line they cut is
         lost, and the parser starts afresh after them."""
         self._fact(ts, "capture.gap", "warning", side=side, channel="control", bytes=size)
+        self._cut.add(side)
         if side == "client":
             self._client_lines = LineSplitter()
         else:
