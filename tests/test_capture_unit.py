@@ -458,3 +458,17 @@ def test_a_gap_inside_pass_never_shows_the_password() -> None:
     assert "topsec" not in text and "retvalue" not in text.lower() and "hunter2" not in text
     assert only(records, "capture.gap")["bytes"] == len(b"PASS topsec")
     assert only(records, "protocol.line_too_long")["head"] == "PASS ****"
+
+
+def test_capture_joining_mid_session_blames_nothing_on_the_missing_start() -> None:
+    """A capture that begins with a reply (its command was sent before the capture) and no
+    handshake: the session is taken as logged in and the first reply is not unsolicited."""
+    cap = Capture()
+    ctl = cap.conversation((CLIENT, 40000), (SERVER, 21))  # no open(): no SYN in the capture
+    ctl.s(b"250 CWD command successful\r\n")
+    ctl.c(b"PWD\r\n")
+    ctl.s(b'257 "/pub"\r\n')
+    records = rebuild(cap.pcap())
+    first = next(r for r in records if r["event"] == "reply")
+    assert (first["unsolicited"], first["state"][:1]) == (False, ["logged_in"])
+    assert root_cause(records) is None

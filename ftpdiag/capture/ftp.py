@@ -105,7 +105,9 @@ class CaptureSession:
         self.records: list[dict[str, Any]] = []
         self.started = ts
         self.closed = False
-        self.logged_in = False
+        # A capture that starts mid-session most likely starts after the login.
+        self.logged_in = not from_start
+        self.from_start = from_start
         self.type = "A"
         self.rest = 0
         self.tls = implicit_tls
@@ -357,7 +359,9 @@ class CaptureSession:
             arg=command.loggable_arg if command else None,
             latency_ms=round((ts - pending.sent_at) * 1000, 2) if pending else None,
             state=self._state_tags(pending),
-            unsolicited=pending is None,
+            # Before the first command of a capture that joined mid-session, a reply answers
+            # a command sent before the capture began: nothing unsolicited about it.
+            unsolicited=pending is None and (self.from_start or self._counts.commands > 0),
             mismatched_codes=list(reply.mismatched_codes),
             idle_ms=round((ts - self._last_command_at) * 1000, 1),
         )
