@@ -122,6 +122,10 @@ class Conversation:
         self.cap.add(self._pkt(True, ACK))
         return self
 
+    def syn(self) -> None:
+        """A SYN nobody answers (call again for its retransmissions)."""
+        self.cap.add(self._pkt(True, SYN))
+
     def refused(self) -> None:
         """A SYN answered by RST: nothing listens at the server's port."""
         self.cap.add(self._pkt(True, SYN))

@@ -472,3 +472,43 @@ def test_capture_joining_mid_session_blames_nothing_on_the_missing_start() -> No
     first = next(r for r in records if r["event"] == "reply")
     assert (first["unsolicited"], first["state"][:1]) == (False, ["logged_in"])
     assert root_cause(records) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "attempt", "side", "kind", "rule"),
+    [
+        ("passive", "none", "client", "timeout", "data.client_never_connected"),
+        ("passive", "unanswered", "server", "timeout", "pasv.unreachable"),
+        ("active", "none", "server", "timeout", "active.server_never_connected"),
+        ("active", "refused", "client", "refused", "active.client_unreachable"),
+    ],
+)
+def test_425_says_which_side_failed(
+    mode: str, attempt: str, side: str, kind: str, rule: str
+) -> None:
+    """A 425 with no data connection in the capture: nobody tried (the side that should
+    have connected failed), or the attempt was refused or never answered (the side that
+    should have accepted failed); each gives the proxy's data.failed and its root cause."""
+    cap = Capture()
+    ctl = cap.conversation((CLIENT, 40000), (SERVER, 21))
+    login(ctl)
+    if mode == "passive":
+        ctl.c(b"PASV\r\n")
+        ctl.s(b"227 Entering Passive Mode (10,0,0,2,195,80).\r\n")
+        dialler, listener = (CLIENT, 40001), (SERVER, 50000)
+    else:
+        ctl.c(b"PORT 10,0,0,1,156,68\r\n")
+        ctl.s(b"200 PORT ok\r\n")
+        dialler, listener = (SERVER, 20), (CLIENT, 40004)
+    ctl.c(b"RETR f\r\n")
+    data = cap.conversation(dialler, listener)
+    if attempt == "refused":
+        data.refused()
+    elif attempt == "unanswered":
+        for _ in range(3):
+            data.syn()
+    ctl.s(b"425 Can't open data connection.\r\n")
+    records = rebuild(cap.pcap())
+    failed = only(records, "data.failed")
+    assert (failed["side"], failed["kind"], failed["client_mode"]) == (side, kind, mode)
+    assert root_cause(records) == rule
