@@ -255,3 +255,12 @@ def test_unclean_tls_close_fails_the_download() -> None:
     )
     assert errors(out) == ["tls.unclean_close"]
     assert summary(out)["outcome_text"] == "the download failed"
+
+
+def test_an_attack_has_a_root_cause_though_nothing_failed() -> None:
+    """A refused data-port theft is a root cause even when the transfer itself worked."""
+    theft = ("security.data_theft_refused", {"pipe": 1, "side": "client", "peer": "127.0.0.2:9",
+                                             "expected": "127.0.0.1"})  # fmt: skip
+    out = run(*login(), *download(), theft, close())
+    assert summary(out)["failed"] == 0
+    assert summary(out)["root_cause"]["rule"] == "security.data_theft"

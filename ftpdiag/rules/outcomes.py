@@ -133,6 +133,7 @@ class Outcomes:
     abnormal: str | None = None
     trouble: bool = False  # a warning or an error was diagnosed
     wrong_peer: bool = False  # one end does not speak FTP at all
+    attacked: bool = False  # a security rule fired
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Follow one fact: commands open operations, final replies end them, a truncation
@@ -195,6 +196,10 @@ class Outcomes:
         # A peer that is no FTP server, or a client that is no FTP client: however it ends,
         # the session could not have worked.
         self.wrong_peer = self.wrong_peer or str(rule).startswith(("peer.", "client."))
+        # An attack (a bounce, a stolen data port) went wrong whatever the user got.
+        self.attacked = self.attacked or (
+            str(rule).startswith("security.") and d.get("severity") == "error"
+        )
         if rule in _FAILS_SETUP:
             self._end(
                 Operation("connection", str(evidence.get("command") or "PASV"), None),
@@ -264,8 +269,9 @@ class Outcomes:
 
     @property
     def went_wrong(self) -> bool:
-        """Something the user asked for failed, or the session ended abnormally."""
-        return self.failed > 0 or self.abnormal is not None
+        """Something the user asked for failed, the session ended abnormally, or it was
+        used for an attack."""
+        return self.failed > 0 or self.abnormal is not None or self.attacked
 
     def summary(self, lang: str = "en") -> dict[str, Any]:
         """The outcome fields of ``session.summary``."""
