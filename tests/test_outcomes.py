@@ -264,3 +264,10 @@ def test_an_attack_has_a_root_cause_though_nothing_failed() -> None:
     out = run(*login(), *download(), theft, close())
     assert summary(out)["failed"] == 0
     assert summary(out)["root_cause"]["rule"] == "security.data_theft"
+
+
+def test_refused_greeting_is_abnormal_whoever_hangs_up() -> None:
+    """421 instead of 220 is a root cause even when the client closes before the server."""
+    out = run(greeting(421, "Service not available"), close("client closed"))
+    assert summary(out)["root_cause"]["rule"] == "greeting.refused"
+    assert summary(out)["abnormal_end"] == "client closed"

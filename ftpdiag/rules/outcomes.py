@@ -132,7 +132,7 @@ class Outcomes:
     quit_sent: bool = False
     abnormal: str | None = None
     trouble: bool = False  # a warning or an error was diagnosed
-    wrong_peer: bool = False  # one end does not speak FTP at all
+    doomed: bool = False  # refused at the greeting, or one end does not speak FTP at all
     attacked: bool = False  # a security rule fired
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
@@ -173,6 +173,8 @@ class Outcomes:
 
     def _reply(self, f: Mapping[str, Any]) -> None:
         code, verb = int(f.get("code") or 0), str(f.get("command") or "")
+        if code >= 400 and "greeting" in (f.get("state") or ()):
+            self.doomed = True  # 421 instead of 220: whoever hangs up first, nothing can work
         op = self._find_open(verb) if verb else None
         if op is None or code < 200:
             return
@@ -195,7 +197,7 @@ class Outcomes:
         self.trouble = self.trouble or d.get("severity") in ("warning", "error")
         # A peer that is no FTP server, or a client that is no FTP client: however it ends,
         # the session could not have worked.
-        self.wrong_peer = self.wrong_peer or str(rule).startswith(("peer.", "client."))
+        self.doomed = self.doomed or str(rule).startswith(("peer.", "client."))
         # An attack (a bounce, a stolen data port) went wrong whatever the user got.
         self.attacked = self.attacked or (
             str(rule).startswith("security.") and d.get("severity") == "error"
@@ -228,7 +230,7 @@ class Outcomes:
     def _close(self, reason: str) -> None:
         k = knowledge()
         if (
-            self.wrong_peer
+            self.doomed
             or reason.startswith(k.abnormal)
             or (reason in k.unless_quit and not self.quit_sent)
         ):
