@@ -137,7 +137,8 @@ class Outcomes:
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """Follow one fact: commands open operations, final replies end them, a truncation
-        diagnosis fails a download its 226 had passed, ``session.close`` fails what is open."""
+        diagnosis fails a download its 226 had passed, ``session.close`` ends what is open
+        (failed, or given up when the client walked away from a trouble-free session)."""
         if event == "command":
             self._command(str(fields.get("verb") or ""), fields.get("arg"))
         elif event == "reply" or event == "proxy.reply":  # the proxy may answer for the server
