@@ -10,6 +10,7 @@ test_tls_failures.py.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import io
 import os
@@ -44,6 +45,7 @@ from tests.interop.servers import (
     PureftpdServer,
     VsftpdServer,
     running,
+    unavailable,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,6 +173,52 @@ def test_directory_not_writable_proftpd(ftpdiag_proxy: Proxy) -> None:
             ftp.storbinary("STOR up.bin", io.BytesIO(b"x" * 100))
         bye(ftp)
         judge("read-only directory × proftpd", proxy, "file.permission", "file ownership")
+
+
+@contextlib.contextmanager
+def small_mount(path: Path, uid: int, gid: int, *, read_only: bool) -> Iterator[Path]:
+    """A 256 KiB tmpfs at ``path`` owned by the FTP user, read-only if asked; unmounted after.
+    Needs root (as the real servers do)."""
+    path.mkdir()
+    options = f"size=256k,uid={uid},gid={gid},mode=0755" + (",ro" if read_only else "")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "ftpdiag-accuracy", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        unavailable(f"cannot mount a tmpfs for the file-system scenarios: {done.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize(
+    ("read_only", "rule", "remedy"),
+    # On a full disk the servers say only "Input/output error" or "Error during write to
+    # file": the upload's storage failure, with free space first in its fix, is all the wire
+    # can tell.
+    [(False, "transfer.storage", "free space"), (True, "server.read_only_fs", "remount")],
+    ids=["full", "read-only"],
+)
+def test_file_system_refuses_upload_proftpd(
+    read_only: bool, rule: str, remedy: str, ftpdiag_proxy: Proxy
+) -> None:
+    """A full (256 KiB) or read-only file system under the upload directory: the headline
+    names the storage, not a permission."""
+    with (
+        running(ProftpdServer) as srv,
+        small_mount(srv.root / "store", srv.uid, srv.gid, read_only=read_only),
+    ):
+        proxy = ftpdiag_proxy((srv.host, srv.port))
+        ftp = login(proxy, srv.user, srv.password)
+        with pytest.raises(ftplib.Error):
+            ftp.storbinary("STOR store/big.bin", io.BytesIO(os.urandom(1 << 20)))
+        bye(ftp)
+        judge(f"{'read-only' if read_only else 'full'} file system × proftpd", proxy, rule,
+                  remedy)  # fmt: skip
 
 
 def test_ascii_mode_binary_file(ftpdiag_proxy: Proxy) -> None:
