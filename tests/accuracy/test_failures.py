@@ -91,6 +91,16 @@ def test_writable_chroot_vsftpd(ftpdiag_proxy: Proxy) -> None:
               "allow_writeable_chroot=YES")  # fmt: skip
 
 
+def test_missing_secure_chroot_dir_vsftpd(ftpdiag_proxy: Proxy, tmp_path: Path) -> None:
+    """secure_chroot_dir names a directory that does not exist: vsftpd greets with 500 OOPS."""
+    conf = {"secure_chroot_dir": str(tmp_path / "missing")}
+    with running(Vsftpd, conf=conf, greets=False) as srv:
+        proxy = ftpdiag_proxy((srv.host, srv.port))
+        with pytest.raises((ftplib.Error, EOFError, OSError)):
+            login(proxy, srv.user, srv.password)
+        judge("missing secure_chroot_dir × vsftpd", proxy, "server.secure_chroot_dir", "mkdir")
+
+
 # ---- limits -------------------------------------------------------------------------------------
 def _first_session(proxy: ProxyHandle, srv: FTPServer) -> ftplib.FTP:
     """Log in once the server has let go of its readiness probe's connection (bounded): a
