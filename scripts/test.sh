@@ -5,7 +5,7 @@
 #
 # What it does (idempotent; quiet on success, setup log shown on failure):
 #   1. As root on Debian: apt-installs the clients and libraries the interop suite needs
-#      (curl, lftp, wget, tnftp, ncftp, openssh-client, openssl and the shared libraries of
+#      (curl, lftp, wget, tnftp, ncftp, rclone, openssh-client, openssl and the shared libraries of
 #      the FTP servers; the accuracy matrix runs each of those clients) and fetches the FTP
 #      servers themselves (vsftpd, proftpd-core, proftpd-mod-crypto, pure-ftpd) with
 #      `apt-get download`, unpacking them with `dpkg -x` into the folder tests/interop/.debs/root
@@ -37,8 +37,9 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=
 
 # tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
 # bench/capture.py compares ftpdiag analyze with (installed without its setuid helper).
-# wget, tnftp, ncftp and openssh-client are clients of the accuracy matrix (tests/accuracy).
-APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark wget tnftp ncftp openssh-client)
+# wget, tnftp, ncftp, rclone and openssh-client are clients of the accuracy matrix
+# (tests/accuracy).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark wget tnftp ncftp openssh-client rclone)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)

@@ -190,6 +190,29 @@ def ncftp_client(job: Job) -> None:
     job.check_upload("up-ncftp.bin", UPLOAD)
 
 
+def rclone_client(job: Job) -> None:
+    """rclone's FTP backend (Go's jlaffaye/ftp): EPSV, MLSD when offered, parallel transfers."""
+    rclone = tool("rclone")
+    obscured = _run([rclone, "obscure", job.password], job).strip()
+    remote = [
+        f"--ftp-host={job.host}",
+        f"--ftp-port={job.port}",
+        f"--ftp-user={job.user}",
+        f"--ftp-pass={obscured}",
+        "--config=/dev/null",
+        "--contimeout=10s",
+        "--timeout=20s",
+        "--retries=1",
+        "--low-level-retries=1",
+    ]
+    (job.work / "local.bin").write_bytes(UPLOAD)
+    _run([rclone, "lsf", ":ftp:", *remote], job)
+    _run([rclone, "copyto", ":ftp:data.bin", str(job.work / "out.bin"), *remote], job)
+    _run([rclone, "copyto", str(job.work / "local.bin"), ":ftp:up-rclone.bin", *remote], job)
+    job.check_download(job.work / "out.bin")
+    job.check_upload("up-rclone.bin", UPLOAD)
+
+
 CLIENTS: dict[str, Callable[[Job], None]] = {
     "ftplib-pasv": ftplib_client(True),
     "ftplib-port": ftplib_client(False),
@@ -201,4 +224,5 @@ CLIENTS: dict[str, Callable[[Job], None]] = {
     "wget-active": wget_client(False),
     "tnftp": tnftp_client,
     "ncftp": ncftp_client,
+    "rclone": rclone_client,
 }
