@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,16 @@ from ftpdiag.rules.engine import Diagnoser
 def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dict[str, Any]]:
     """Re-run the engine over logged facts; returns the diagnoses and summaries it produces,
     each tagged with its session. Diagnoses already in the log are ignored and recomputed."""
+    return [produced for _, produced in analyze_indexed(records, lang)]
+
+
+def analyze_indexed(
+    records: list[dict[str, Any]], lang: str = "en"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``analyze_records`` with the index of the record each result was produced after: the
+    report anchors a diagnosis next to the fact that is its evidence."""
     engines: dict[str, Diagnoser] = {}
-    out: list[dict[str, Any]] = []
-    for record in records:
+    for index, record in enumerate(records):
         event = record.get("event")
         if not isinstance(event, str) or event in ("diagnosis", "session.summary"):
             continue
@@ -26,26 +34,37 @@ def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dic
         }
         engine = engines.setdefault(sid, Diagnoser(lang))
         for name, produced in engine.process(event, fields)[1:]:
-            out.append({"event": name, "session": sid, **produced})
-    return out
+            yield index, {"event": name, "session": sid, **produced}
+
+
+def read_records(paths: list[str]) -> list[dict[str, Any]]:
+    """The records of saved logs, in order; a line that is not JSON is skipped with a warning.
+    Raises ``OSError`` (with the path in ``filename``) when a file cannot be read."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                print(f"ftpdiag: warning: {path}:{number} is not JSON; skipped", file=sys.stderr)
+                continue
+            records.append(record)
+    return records
 
 
 def run(args: argparse.Namespace) -> int:
     from ftpdiag.console import ConsoleRenderer
 
     try:
-        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+        records = read_records([args.log])
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+        print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"ftpdiag: warning: {args.log}:{number} is not JSON; skipped", file=sys.stderr)
     results = analyze_records(records, args.lang or "en")
     if args.format == "json":
         for result in results:

@@ -187,6 +187,12 @@ def _add_proxy(sub: Any) -> None:
     p.add_argument(
         "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
     )
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="write an HTML report of each session to DIR when it closes",
+    )
     tls = p.add_argument_group("TLS (FTPS)")
     tls.add_argument(
         "--listen-tls",
@@ -236,19 +242,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
+    from ftpdiag.report import cli as report_cli
 
     knowledge_cli.register(sub)
     analyze.register(sub)
+    report_cli.register(sub)
     demo.register(sub)
     return parser
 
 
 def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
-    from ftpdiag.logconfig import configure
+    from ftpdiag.logconfig import configure, emit
+    from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    configure(sys.stderr, fmt, log_file, verbosity=-1 if args.quiet else (1 if args.verbose else 0))
+    reports = [ReportSink(args.report_dir, args.lang or default_lang(), emit)]
+    configure(
+        sys.stderr,
+        fmt,
+        log_file,
+        verbosity=-1 if args.quiet else (1 if args.verbose else 0),
+        outputs=reports if args.report_dir else (),
+    )
     return log_file
 
 

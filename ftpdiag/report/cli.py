@@ -1,0 +1,54 @@
+"""``ftpdiag report INPUT… -o report.html``: the HTML report of saved logs.
+
+It reads its inputs exactly as ``ftpdiag analyze`` does and re-runs the same engine, so the
+report and the analysis never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftpdiag.analyze import read_records
+from ftpdiag.rules.catalog import default_lang
+
+
+def run(args: argparse.Namespace) -> int:
+    from ftpdiag.report import build_report
+
+    try:
+        records = read_records(args.inputs)
+    except OSError as exc:
+        print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if not any(r.get("session") is not None for r in records):
+        print("ftpdiag: error: no session in the input: nothing to report", file=sys.stderr)
+        return 2
+    html = build_report(records, args.lang or default_lang())
+    out: Path = args.output
+    try:
+        # 0600: a report shows what users did; it is for the person who made it to share.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+    except OSError as exc:
+        print(f"ftpdiag: error: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"ftpdiag: report written to {out}", file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of saved logs",
+        description="Write one self-contained HTML file (no network access when opened) that "
+        "shows each session: the outcome and root cause, a timeline, and the data channels.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="logs that `ftpdiag analyze` reads")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the HTML file")
+    p.add_argument("--lang", choices=("en", "vi"), help="language (default from the locale)")
+    p.set_defaults(func=run)
