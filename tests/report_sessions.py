@@ -21,7 +21,7 @@ import pytest
 
 from ftpdiag import logconfig
 from ftpdiag.testing import ProxyHandle, in_reactor
-from tests.fake_servers import AbortTransferAfter, FakeFTPServer, SlowData, make_file
+from tests.fake_servers import AbortTransferAfter, FakeFTPServer, make_file
 
 TIMEOUT = 10.0
 PASSWORD = "s3cret-Pa55"
@@ -56,7 +56,9 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def start(upstream: tuple[str, int], sink: Callable[..., None], **options: Any) -> ProxyHandle:
+def start(
+    upstream: tuple[str, int], sink: Callable[..., None], progress: float = 5.0, **options: Any
+) -> ProxyHandle:
     """A proxy on port 0 whose records go to ``sink`` (stopped by the caller)."""
     from ftpdiag.core.config import SessionConfig
     from ftpdiag.proxy.control import ProxySettings
@@ -69,7 +71,7 @@ def start(upstream: tuple[str, int], sink: Callable[..., None], **options: Any) 
     settings = ProxySettings(
         upstream=upstream,
         session=SessionConfig(client_tls="explicit" if tls else "off", **options),
-        data=DataTimeouts(progress=0.1),
+        data=DataTimeouts(progress=progress),
         tls=tls or ProxyTLS(),
     )
     handle = ProxyHandle(address=("127.0.0.1", 0))
@@ -84,10 +86,11 @@ def start(upstream: tuple[str, int], sink: Callable[..., None], **options: Any) 
 
 
 def plain_session(log: Path, root: Path) -> None:
-    """A healthy session: FEAT (multi-line), LIST, a throttled download (progress records)."""
-    make_file(root, "big.bin", 640 * 1024)
-    with FakeFTPServer(root, faults=[SlowData(256 * 1024)]) as server, logging_to(log) as sink:
-        proxy = start(server.address, sink)
+    """A healthy session: FEAT (multi-line), LIST, a download long enough for several
+    progress records at a short progress interval."""
+    make_file(root, "big.bin", 64 << 20)
+    with FakeFTPServer(root) as server, logging_to(log) as sink:
+        proxy = start(server.address, sink, progress=0.03)
         try:
             ftp = ftplib.FTP()
             ftp.connect(*proxy.address, timeout=TIMEOUT)
@@ -168,6 +171,31 @@ def tls_session(log: Path, root: Path, tmp: Path) -> None:
                 ftp.prot_p()
                 ftp.retrbinary("RETR big.bin", lambda _: None)
                 ftp.storbinary("STOR up.bin", io.BytesIO(bytes(50_000)))
+                ftp.quit()
+                wait_summaries(log, 1)
+            finally:
+                proxy.stop()
+    finally:
+        server.stop()
+
+
+def long_session(log: Path, root: Path, commands: int) -> None:
+    """A session of ``commands`` commands: NOOPs, with a directory listing every 1000."""
+    from ftpdiag.sandbox import ServerThread
+
+    server = ServerThread(root).start()
+    try:
+        with logging_to(log) as sink:
+            proxy = start(server.address, sink)
+            try:
+                ftp = ftplib.FTP()
+                ftp.connect(*proxy.address, timeout=TIMEOUT)
+                ftp.login("diag", "diag")
+                for n in range(commands - 3):
+                    if n % 1000 == 999:
+                        ftp.retrlines("LIST", lambda _: None)
+                    else:
+                        ftp.voidcmd("NOOP")
                 ftp.quit()
                 wait_summaries(log, 1)
             finally:

@@ -50,6 +50,10 @@ class Row:
     detail: str = ""
     diagnosis: dict[str, Any] | None = None
     anchor: str = ""
+    #: On a command row: the reply that answered it, drawn in the server lane of the same row
+    #: (one row per exchange halves the rows of a long session; later replies get their own).
+    reply: Row | None = None
+    verb: str = ""
 
 
 @dataclass
@@ -205,7 +209,7 @@ class _Builder:
         if self.ended_pipe:
             self.pipe, self.ended_pipe = None, False
         text = f"{verb} {r.get('arg') or ''}".rstrip()
-        row = self.row(Row("command", "client", rel, text, pipe=self.pipe))
+        row = self.row(Row("command", "client", rel, text, pipe=self.pipe, verb=verb))
         if verb in _OPENS_DATA:
             self.pipe = None
             row.pipe = None
@@ -218,19 +222,29 @@ class _Builder:
     def _reply(self, r: dict[str, Any], rel: float) -> None:
         code = r.get("code")
         lines = _lines(r.get("text"))
-        row = self.row(
-            Row(
-                "reply",
-                "server",
-                rel,
-                f"{code} {lines[0]}",
-                cls=_reply_class(code),
-                more=lines[1:],
-                latency_ms=r.get("latency_ms"),
-                pipe=self.pipe,
-                detail=str(r.get("meaning") or ""),
-            )
+        row = Row(
+            "reply",
+            "server",
+            rel,
+            f"{code} {lines[0]}",
+            cls=_reply_class(code),
+            more=lines[1:],
+            latency_ms=r.get("latency_ms"),
+            pipe=self.pipe,
+            detail=str(r.get("meaning") or ""),
         )
+        asked = self.s.rows[-1] if self.s.rows else None
+        if (
+            asked is not None
+            and asked.kind == "command"
+            and asked.reply is None
+            and asked.verb == r.get("command")
+            and not r.get("unsolicited")
+        ):
+            asked.reply, asked.cls = row, row.cls
+            row = asked
+        else:
+            self.row(row)
         if self.pending:
             self.pending.append(row)
         if r.get("command") == "SIZE" and code == 213 and lines[0].strip().isdigit():

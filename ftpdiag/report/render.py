@@ -33,6 +33,8 @@ _KNOWN_SUMMARY = (
     "replies_by_class",
     "outcomes",
 )
+#: Timeline rows per table (see ``_timeline``).
+CHUNK = 250
 _NOT_FACTS = frozenset({*_KNOWN_SUMMARY, "diagnoses", "root_cause"})
 
 
@@ -145,7 +147,8 @@ def _facts(s: SessionReport, L: Mapping[str, str]) -> str:
         ]
         # Fields the summary grows (an outcome model, …) are shown as they are.
         rows += [(k, v) for k, v in sm.items() if k not in _NOT_FACTS]
-    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_value(v))}</td></tr>" for k, v in rows)
+    pairs = [f"<th>{_e(k)}</th><td>{_e(_value(v))}</td>" for k, v in rows]
+    cells = "".join(f"<tr>{''.join(pairs[n : n + 2])}</tr>" for n in range(0, len(pairs), 2))
     return f'<table class="facts">{cells}</table>'
 
 
@@ -213,7 +216,9 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
 def _row(r: Row, L: Mapping[str, str]) -> str:
     bad = r.cls in ("c4", "c5", "warning", "error")
     p = f' data-p="{r.pipe}"' if r.pipe is not None else ""
-    head = f'<tr id="{r.anchor}" class="{_row_class(r)}{" bad" if bad else ""}"{p}>'
+    # Only diagnoses are linked to; an id on every row would cost 10 % of a long report.
+    ident = f' id="{r.anchor}"' if r.kind == "diagnosis" else ""
+    head = f'<tr{ident} class="{_row_class(r)}{" bad" if bad else ""}"{p}>'
     t = f'<td class="t">{r.t:.3f}</td>'
     if r.kind == "diagnosis":
         d = r.diagnosis or {}
@@ -227,26 +232,38 @@ def _row(r: Row, L: Mapping[str, str]) -> str:
             f'{head}{t}<td></td><td class="dx" colspan="3"><details{opened}>'
             f"<summary>{summary}</summary>{body}</details></td></tr>"
         )
-    text = _e(r.text)
-    if r.more:
-        text = (
-            f'<details><summary>{text} <span class="muted">(+{len(r.more)} {_e(L["more_lines"])})'
-            f"</span></summary>{'<br>'.join(_e(line) for line in r.more)}</details>"
-        )
     title = f' title="{_e(r.detail)}"' if r.detail else ""
     if r.kind == "command":
-        cells = f'<td class="lc">→ {text}</td><td class="lf"></td><td class="ls"></td>'
+        reply = r.reply
+        server = ""
+        if reply is not None:
+            rt = f' title="{_e(reply.detail)}"' if reply.detail else ""
+            server = f"<td{rt}>← {_text(reply, L)}</td>"
+        lat = _ms(reply.latency_ms) if reply is not None else ""
+        cells = f'<td class="l">{lat}</td><td class="lc">→ {_text(r, L)}</td><td></td>{server}'
     elif r.kind == "reply":
-        cells = f'<td class="lc"></td><td class="lf"></td><td class="ls"{title}>← {text}</td>'
+        lat = _ms(r.latency_ms)
+        cells = f'<td class="l">{lat}</td><td></td><td></td><td{title}>← {_text(r, L)}</td>'
     else:
         tag = {"proxy": L["proxy_reply"]}.get(r.kind, r.detail)
         if r.cls == "x":
             tag = f"{r.detail}: {L['rewritten']}"
         cells = (
-            f'<td class="lc"></td><td class="lf"{title}>{text}'
-            f' <span class="muted">({_e(tag)})</span></td><td class="ls"></td>'
+            f'<td></td><td></td><td class="lf"{title}>{_text(r, L)}'
+            f' <span class="muted">({_e(tag)})</span></td>'
         )
-    return f'{head}{t}<td class="l">{_ms(r.latency_ms)}</td>{cells}</tr>'
+    return f"{head}{t}{cells}</tr>"
+
+
+def _text(r: Row, L: Mapping[str, str]) -> str:
+    """A line, escaped; a multi-line reply folded under its first line."""
+    text = _e(r.text)
+    if not r.more:
+        return text
+    return (
+        f'<details><summary>{text} <span class="muted">(+{len(r.more)} {_e(L["more_lines"])})'
+        f"</span></summary>{'<br>'.join(_e(line) for line in r.more)}</details>"
+    )
 
 
 def _row_class(r: Row) -> str:
@@ -255,18 +272,30 @@ def _row_class(r: Row) -> str:
 
 
 def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
-    rows = "\n".join(_row(r, L) for r in s.rows)
+    """The rows in tables of ``CHUNK`` rows with the same columns: the browser lays out only
+    the chunks on screen (``content-visibility``), so 10,000 commands open quickly."""
+    cols = (
+        '<colgroup><col class="t"><col class="l"><col class="c"><col class="f"><col class="s">'
+        "</colgroup>"
+    )
+    head = (
+        f"<thead><tr><th>{_e(L['time'])} (s)</th><th>{_e(L['latency'])}</th>"
+        f"<th>{_e(L['client'])}</th><th>{_e(L['ftpdiag'])}</th><th>{_e(L['server'])}</th>"
+        "</tr></thead>"
+    )
+    tables = []
+    for n in range(0, max(len(s.rows), 1), CHUNK):
+        rows = "\n".join(_row(r, L) for r in s.rows[n : n + CHUNK])
+        tables.append(
+            f'<table class="tl">{cols}{head if n == 0 else ""}<tbody>\n{rows}\n</tbody></table>'
+        )
     omitted = f'<p class="omitted">{s.omitted} {_e(L["omitted"])}</p>' if s.omitted else ""
     return (
         f'{omitted}<div class="tools" hidden><label><input type="checkbox" class="f-bad"> '
         f'{_e(L["errors_only"])}</label><select class="f-chan"><option value="">'
         f'{_e(L["all_channels"])}</option></select><input type="search" class="f-q"'
         f' placeholder="{_e(L["search"])}…" aria-label="{_e(L["search"])}">'
-        f'<span class="f-n muted"></span></div>'
-        '<table class="tl"><colgroup><col class="t"><col class="l"><col class="c"><col class="f">'
-        f'<col class="s"></colgroup><thead><tr><th>{_e(L["time"])} (s)</th><th>{_e(L["latency"])}'
-        f"</th><th>{_e(L['client'])}</th><th>{_e(L['ftpdiag'])}</th><th>{_e(L['server'])}</th>"
-        f"</tr></thead><tbody>\n{rows}\n</tbody></table>"
+        f'<span class="f-n muted"></span></div>{"".join(tables)}'
     )
 
 
