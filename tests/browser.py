@@ -9,6 +9,8 @@ error (a refused resource, a Content-Security-Policy violation) are collected as
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import select
@@ -19,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+#: Files (screenshots, PDFs) the tests kept; the run's summary lists them (tests/conftest.py).
+ARTEFACTS: list[Path] = []
 
 FLAGS = (
     "--headless",
@@ -48,13 +53,19 @@ class Browser:
     """One headless Chromium with one page (1280×900 unless told otherwise)."""
 
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
+        self.log = profile / "chromium.log"
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
-        # The shell puts the pipe ends on the descriptors Chromium expects (3 in, 4 out).
-        command = f'exec 3<&{to_child} 4>&{from_child}; exec "$0" "$@"'
+        # Far from 3 and 4, so that the shell's redirections cannot overwrite one another.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (to_child, from_child)]
+        for fd in (to_child, from_child):
+            os.close(fd)
+        # bash (dash takes one-digit descriptors only) puts the pipe ends where Chromium
+        # expects them: 3 in, 4 out.
+        command = f'exec 3<&{high[0]} 4>&{high[1]} {high[0]}<&- {high[1]}>&-; exec "$0" "$@"'
         self.proc = subprocess.Popen(
             [
-                "sh",
+                "bash",
                 "-c",
                 command,
                 chromium_or_skip(),
@@ -63,13 +74,13 @@ class Browser:
                 "--remote-debugging-pipe",
                 "about:blank",
             ],
-            pass_fds=(to_child, from_child),
+            pass_fds=high,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(profile / "chromium.log").open("wb"),
         )
-        os.close(to_child)
-        os.close(from_child)
+        for fd in high:
+            os.close(fd)
         self._buffer = b""
         self._next = 0
         self.events: list[dict[str, Any]] = []
@@ -99,7 +110,8 @@ class Browser:
                 raise TimeoutError("chromium did not answer in time")
             chunk = os.read(self._in, 1 << 20)
             if not chunk:
-                raise RuntimeError(f"chromium exited (status {self.proc.poll()})")
+                log = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"chromium exited (status {self.proc.poll()}): {log}")
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         message: dict[str, Any] = json.loads(raw)
@@ -157,7 +169,9 @@ class Browser:
         return time.monotonic() - started
 
     def evaluate(self, expression: str) -> Any:
-        result = self.page("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = self.page(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression[:80]}…: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -173,10 +187,8 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             self.call("Browser.close", timeout=5)
-        except (OSError, RuntimeError, TimeoutError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -202,3 +202,14 @@ def long_session(log: Path, root: Path, commands: int) -> None:
                 proxy.stop()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The logs of real sessions: healthy, failing (two sessions), and FTPS."""
+    base = tmp_path_factory.mktemp("report-logs")
+    out = {name: base / f"{name}.jsonl" for name in ("plain", "failing", "tls")}
+    plain_session(out["plain"], base / "plain")
+    failing_sessions(out["failing"], base / "failing")
+    tls_session(out["tls"], base / "tls", base / "pki")
+    return out

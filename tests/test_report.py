@@ -22,22 +22,12 @@ from ftpdiag.report.collect import ReportSink
 from ftpdiag.report.redact import redact_records
 from ftpdiag.report.render import labels
 from tests import report_sessions
+from tests.report_sessions import logs  # noqa: F401 - the fixture
 from tests.test_cli_e2e import PASSWORD as E2E_PASSWORD
 from tests.test_cli_e2e import ProxyProcess, upstream  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(90)
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The logs of real sessions: healthy, failing (two sessions), and FTPS."""
-    base = tmp_path_factory.mktemp("report-logs")
-    out = {name: base / f"{name}.jsonl" for name in ("plain", "failing", "tls")}
-    report_sessions.plain_session(out["plain"], base / "plain")
-    report_sessions.failing_sessions(out["failing"], base / "failing")
-    report_sessions.tls_session(out["tls"], base / "tls", base / "pki")
-    return out
 
 
 class _Elements(HTMLParser):
@@ -69,7 +59,9 @@ def parse(html: str) -> _Elements:
     return parser
 
 
-def test_failing_session_shows_root_cause_remedy_and_channels(logs: dict[str, Path]) -> None:
+def test_failing_session_shows_root_cause_remedy_and_channels(
+    logs: dict[str, Path],  # noqa: F811
+) -> None:
     """A 426 after 100000 bytes: the root cause with its remedy at the top of its session,
     both channels with bytes, expected size, outcome and the PASV rewrite, anchored links."""
     html = build_report(report_sessions.records(logs["failing"]))
@@ -88,7 +80,7 @@ def test_failing_session_shows_root_cause_remedy_and_channels(logs: dict[str, Pa
     assert [(int(b), float(w)) for b, w in widths] == [(30000, 30.0), (100000, 100.0)]
 
 
-def test_healthy_session_says_nothing_went_wrong(logs: dict[str, Path]) -> None:
+def test_healthy_session_says_nothing_went_wrong(logs: dict[str, Path]) -> None:  # noqa: F811
     """A session without problems has no root cause and no error or warning rows."""
     html = build_report(report_sessions.records(logs["plain"]))
     assert "No problem found" in html and "Most likely cause" not in html
@@ -97,7 +89,7 @@ def test_healthy_session_says_nothing_went_wrong(logs: dict[str, Path]) -> None:
     assert "<polyline points=" in html  # throughput over time, from transfer.progress
 
 
-def test_every_command_has_a_row_and_tls_is_shown(logs: dict[str, Path]) -> None:
+def test_every_command_has_a_row_and_tls_is_shown(logs: dict[str, Path]) -> None:  # noqa: F811
     """One ``tr.q`` row per logged command, in a TLS session too, with its TLS facts."""
     records = report_sessions.records(logs["tls"])
     html = build_report(records)
@@ -106,7 +98,7 @@ def test_every_command_has_a_row_and_tls_is_shown(logs: dict[str, Path]) -> None
     assert "AUTH TLS" in html and "version=TLSv1." in html
 
 
-def test_no_external_resource_and_a_policy_forbidding_any(logs: dict[str, Path]) -> None:
+def test_no_external_resource_and_a_policy_forbidding_any(logs: dict[str, Path]) -> None:  # noqa: F811
     """Every src/href is a fragment or a data: URL, nothing names a scheme://, and the
     Content-Security-Policy forbids any load the page did not inline."""
     for log in logs.values():
@@ -184,7 +176,7 @@ def test_password_in_clear_never_reaches_the_report(tmp_path: Path) -> None:
     assert secret not in json.dumps(redact_records(records))
 
 
-def test_vietnamese_labels_are_complete_and_used(logs: dict[str, Path]) -> None:
+def test_vietnamese_labels_are_complete_and_used(logs: dict[str, Path]) -> None:  # noqa: F811
     """Both label files have the same keys; ``lang='vi'`` writes Vietnamese headings and the
     engine's Vietnamese diagnosis texts."""
     assert set(labels("vi")) == set(labels("en"))
@@ -208,7 +200,10 @@ def test_report_assets_are_package_data() -> None:
     assert not unlisted, f"add to [tool.setuptools.package-data]: {unlisted}"
 
 
-def test_report_command_writes_a_private_file(logs: dict[str, Path], tmp_path: Path) -> None:
+def test_report_command_writes_a_private_file(
+    logs: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     """``ftpdiag report A B -o FILE`` (two logs, as ``analyze`` reads them) writes one file,
     mode 0600, with the sessions of both; a missing input is one error line and status 2."""
     out = tmp_path / "report.html"

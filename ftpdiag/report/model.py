@@ -268,6 +268,8 @@ class _Builder:
             )
         )
         self.s.diagnoses.append(row)
+        if self.pending:
+            self.pending.append(row)
         evidence: dict[str, Any] = d["evidence"] if isinstance(d.get("evidence"), dict) else {}
         chan = self.last_channel if self.last_channel is not None else None
         if chan is not None and (anchor_pipe == chan.pipe or evidence.get("path") == chan.path):
