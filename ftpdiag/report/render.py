@@ -173,14 +173,17 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
     if not s.channels:
         return f'<p class="muted">{_e(L["no_channels"])}</p>'
     biggest = max((c.bytes for c in s.channels.values()), default=0) or 1
-    out = ['<div class="channels">']
+    out = [
+        f'<div class="channels"><div class="axis"><span>0 s</span><span>{_e(L["time"])}</span>'
+        f"<span>{s.span:.3f} s</span></div>"
+    ]
     for c in s.channels.values():
         end = c.end if c.end is not None else s.end - s.start
         left, width = (c.start / s.span) * 100, ((end - c.start) / s.span) * 100
         marks = "".join(
-            f'<span class="mark {_e("c" + str(code // 100))}" style="left:{_pct(t / s.span * 100)}"'
-            f' title="{code} +{t:.3f} s">{code}</span>'
-            for t, code in c.marks
+            f'<span class="mark c{code // 100}{" lo" if n % 2 else ""}"'
+            f' style="left:{_pct(t / s.span * 100)}" title="{code} +{t:.3f} s">{code}</span>'
+            for n, (t, code) in enumerate(c.marks)
         )
         name = f"#{c.pipe} {c.command} {c.path}".strip()
         facts = [f"{_size(c.bytes)}"]
@@ -198,16 +201,16 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
             facts.append(_e(c.mode))
         if c.rewrite:
             facts.append(f'<span class="rw">PASV {_e(c.rewrite)} ({_e(L["rewritten"])})</span>')
-        facts += [f'<a href="#{a}">⚑</a>' for a in c.diagnoses]
+        facts += [f'<a href="#{a}" title="{_e(L["evidence"])}">⚑</a>' for a in c.diagnoses]
         out.append(
             f'<div class="chan{" bad" if c.bad else ""}" id="s{_e(s.sid)}-p{c.pipe}"'
             f' data-p="{c.pipe}" data-bytes="{c.bytes}">'
             f'<div class="name">{_e(name)}</div>'
             f'<div class="track"><div class="span" style="left:{_pct(left)};width:{_pct(width)}">'
             f"{_throughput(c, c.start, end - c.start)}</div>{marks}</div>"
-            f'<div class="cfacts">{" · ".join(facts)}</div>'
-            f'<div class="bytesbar"><div class="fill"'
-            f' style="width:{_pct(c.bytes / biggest * 100)}"></div></div></div>'
+            f'<div class="blabel">{_e(L["bytes"])}</div><div class="bytesbar"><div class="fill"'
+            f' style="width:{_pct(c.bytes / biggest * 100)}"></div></div>'
+            f'<div class="cfacts">{" · ".join(facts)}</div></div>'
         )
     out.append("</div>")
     return "".join(out)
