@@ -17,6 +17,7 @@ from ftpdiag.rules.catalog import default_lang
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
+    from ftpdiag.report.collect import ReportSink
 
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
@@ -251,21 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
+def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, ReportSink | None]:
     from ftpdiag.logconfig import configure, emit
     from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    reports = [ReportSink(args.report_dir, args.lang or default_lang(), emit)]
+    reports = None
+    if args.report_dir:
+        reports = ReportSink(args.report_dir, args.lang or default_lang(), emit, background=True)
     configure(
         sys.stderr,
         fmt,
         log_file,
         verbosity=-1 if args.quiet else (1 if args.verbose else 0),
-        outputs=reports if args.report_dir else (),
+        outputs=[reports] if reports else (),
     )
-    return log_file
+    return log_file, reports
 
 
 def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
@@ -310,7 +313,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.upstream import UpstreamConnector
 
     try:
-        log_file = _configure_logging(args)
+        log_file, reports = _configure_logging(args)
     except OSError as exc:
         print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
         return 2
@@ -379,6 +382,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         sandbox.stop()
         assert tmp is not None
         tmp.cleanup()
+    if reports is not None:
+        reports.finish()  # the reports of the sessions that shutdown closed, and their lines
     if log_file is not None:
         with contextlib.suppress(OSError):  # a full disk was already reported by the sink
             log_file.close()

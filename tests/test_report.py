@@ -252,7 +252,8 @@ def test_proxy_report_dir_writes_one_report_per_session(
     upstream: Any,  # noqa: F811 - the fixture
 ) -> None:
     """``ftpdiag proxy --report-dir DIR``: a session through the real command gives one report
-    in DIR when it closes, logged as ``report.written``, without the password."""
+    in DIR when it closes, logged as ``report.written``, without the password; a session still
+    open at SIGTERM gets its report (and its log line) before the proxy exits."""
     reports = tmp_path / "reports"
     proxy = ProxyProcess(
         tmp_path, "--upstream", f"127.0.0.1:{upstream.address[1]}", "--report-dir", str(reports)
@@ -264,11 +265,19 @@ def test_proxy_report_dir_writes_one_report_per_session(
         ftp.retrbinary("RETR data.bin", lambda _: None)
         ftp.quit()
         written = proxy.wait_for("report.written")
+        still_open = ftplib.FTP()
+        still_open.connect(*proxy.address, timeout=10)
+        still_open.login("alice", E2E_PASSWORD)
     finally:
         assert proxy.stop() == 0
+    still_open.close()
     path = Path(written["path"])
-    assert path.parent == reports and [p.name for p in reports.iterdir()] == [path.name]
+    assert path.parent == reports
     assert re.fullmatch(rf"\d{{8}}-\d{{6}}-{written['session']}\.html", path.name)
     html = path.read_text("utf-8")
     assert "RETR data.bin" in html and "No problem found" in html
     assert E2E_PASSWORD not in html and "PASS ****" in html
+    logged = [r for r in proxy.records() if r["event"] == "report.written"]
+    assert len(logged) == 2
+    assert sorted(p.name for p in reports.iterdir()) == sorted(Path(r["path"]).name for r in logged)
+    assert all(stat.S_IMODE(Path(r["path"]).stat().st_mode) == 0o600 for r in logged)

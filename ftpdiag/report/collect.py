@@ -6,6 +6,10 @@ session. Memory stays bounded on a session of millions of commands: the first an
 ``KEEP // 2`` records are kept, plus every warning and error diagnosis; the report says how many
 records it left out. When a session's ``session.summary`` arrives, its report is written (mode
 0600: it shows what users did) and ``report.written`` says where.
+
+With ``background`` the HTML is rendered and written by one worker thread (a long session's
+report takes a second to draw; the proxy must not stall every other session meanwhile). The
+worker is not a daemon: at exit, the reports of the sessions that shutdown closed are finished.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import itertools
 import os
 from collections import deque
 from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +76,15 @@ class ReportSink:
         lang: str,
         emit: Callable[[str, dict[str, Any]], None],
         keep: int = KEEP,
+        background: bool = False,
     ) -> None:
         self.directory, self.lang, self.emit, self.keep = directory, lang, emit, keep
         self.sessions: dict[str, _Kept] = {}
+        self._worker = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpdiag-report")
+            if background
+            else None
+        )
 
     def write(self, level: int, event_dict: MutableMapping[str, Any]) -> None:
         sid, event = event_dict.get("session"), event_dict.get("event")
@@ -88,10 +99,18 @@ class ReportSink:
         kept.add(dict(event_dict))
         if event == "session.summary":
             del self.sessions[sid]
-            self._write(sid, kept)
+            records = kept.records(sid)
+            if self._worker is None:
+                self._write(sid, records)
+            else:
+                self._worker.submit(self._write, sid, records)
 
-    def _write(self, sid: str, kept: _Kept) -> None:
-        records = kept.records(sid)
+    def finish(self) -> None:
+        """Wait until every report asked for is written (before the log file closes)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+    def _write(self, sid: str, records: list[dict[str, Any]]) -> None:
         stamp = str(records[0].get("timestamp") or "")
         name = f"{stamp[:19].replace('-', '').replace(':', '').replace('T', '-')}-{sid}"
         path = self.directory / f"{name or sid}.html"
