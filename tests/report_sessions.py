@@ -56,10 +56,11 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def start(
+@contextlib.contextmanager
+def proxied(
     upstream: tuple[str, int], sink: Callable[..., None], progress: float = 5.0, **options: Any
-) -> ProxyHandle:
-    """A proxy on port 0 whose records go to ``sink`` (stopped by the caller)."""
+) -> Iterator[ProxyHandle]:
+    """A proxy on port 0 whose records go to ``sink``, stopped when the block ends."""
     from ftpdiag.core.config import SessionConfig
     from ftpdiag.proxy.control import ProxySettings
     from ftpdiag.proxy.data import DataTimeouts
@@ -82,27 +83,36 @@ def start(
         handle._stop = running.stop
 
     in_reactor(go)
-    return handle
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def client(proxy: ProxyHandle) -> ftplib.FTP:
+    """ftplib connected to the proxy."""
+    ftp = ftplib.FTP()
+    ftp.connect(*proxy.address, timeout=TIMEOUT)
+    return ftp
 
 
 def plain_session(log: Path, root: Path) -> None:
     """A healthy session: FEAT (multi-line), LIST, a download long enough for several
     progress records at a short progress interval."""
     make_file(root, "big.bin", 64 << 20)
-    with FakeFTPServer(root) as server, logging_to(log) as sink:
-        proxy = start(server.address, sink, progress=0.03)
-        try:
-            ftp = ftplib.FTP()
-            ftp.connect(*proxy.address, timeout=TIMEOUT)
-            ftp.login("user", "secret")
-            ftp.sendcmd("FEAT")
-            ftp.retrlines("LIST", lambda _: None)
-            ftp.voidcmd("TYPE I")
-            ftp.retrbinary("RETR big.bin", lambda _: None)
-            ftp.quit()
-            wait_summaries(log, 1)
-        finally:
-            proxy.stop()
+    with (
+        FakeFTPServer(root) as server,
+        logging_to(log) as sink,
+        proxied(server.address, sink, progress=0.03) as proxy,
+    ):
+        ftp = client(proxy)
+        ftp.login("user", "secret")
+        ftp.sendcmd("FEAT")
+        ftp.retrlines("LIST", lambda _: None)
+        ftp.voidcmd("TYPE I")
+        ftp.retrbinary("RETR big.bin", lambda _: None)
+        ftp.quit()
+        wait_summaries(log, 1)
 
 
 def failing_sessions(log: Path, root: Path) -> None:
@@ -114,26 +124,21 @@ def failing_sessions(log: Path, root: Path) -> None:
     with (
         FakeFTPServer(root, faults=faults, masquerade_address="127.0.0.2") as server,
         logging_to(log) as sink,
+        proxied(server.address, sink) as proxy,
     ):
-        proxy = start(server.address, sink)
-        try:
-            ftp = ftplib.FTP()
-            ftp.connect(*proxy.address, timeout=TIMEOUT)
-            with pytest.raises(ftplib.error_perm):
-                ftp.login("user", PASSWORD)
-            ftp.quit()
-            ftp = ftplib.FTP()
-            ftp.connect(*proxy.address, timeout=TIMEOUT)
-            ftp.login("user", "secret")
-            ftp.voidcmd("TYPE I")
-            ftp.retrbinary("RETR small.bin", lambda _: None)
-            ftp.size("big.bin")
-            with pytest.raises(ftplib.error_temp, match=r"^426"):
-                ftp.retrbinary("RETR big.bin", lambda _: None)
-            ftp.quit()
-            wait_summaries(log, 2)
-        finally:
-            proxy.stop()
+        ftp = client(proxy)
+        with pytest.raises(ftplib.error_perm):
+            ftp.login("user", PASSWORD)
+        ftp.quit()
+        ftp = client(proxy)
+        ftp.login("user", "secret")
+        ftp.voidcmd("TYPE I")
+        ftp.retrbinary("RETR small.bin", lambda _: None)
+        ftp.size("big.bin")
+        with pytest.raises(ftplib.error_temp, match=r"^426"):
+            ftp.retrbinary("RETR big.bin", lambda _: None)
+        ftp.quit()
+        wait_summaries(log, 2)
 
 
 def tls_session(log: Path, root: Path, tmp: Path) -> None:
@@ -160,21 +165,17 @@ def tls_session(log: Path, root: Path, tmp: Path) -> None:
         UpstreamTLS("127.0.0.1", True, server_ca.cert),
     )
     try:
-        with logging_to(log) as sink:
-            proxy = start(server.address, sink, tls=tls)
-            try:
-                context = ssl.create_default_context(cafile=str(proxy_ca.cert))
-                ftp = ftplib.FTP_TLS(context=context)
-                ftp.connect(*proxy.address, timeout=TIMEOUT)
-                ftp.auth()
-                ftp.login("diag", "diag")
-                ftp.prot_p()
-                ftp.retrbinary("RETR big.bin", lambda _: None)
-                ftp.storbinary("STOR up.bin", io.BytesIO(bytes(50_000)))
-                ftp.quit()
-                wait_summaries(log, 1)
-            finally:
-                proxy.stop()
+        with logging_to(log) as sink, proxied(server.address, sink, tls=tls) as proxy:
+            context = ssl.create_default_context(cafile=str(proxy_ca.cert))
+            ftp = ftplib.FTP_TLS(context=context)
+            ftp.connect(*proxy.address, timeout=TIMEOUT)
+            ftp.auth()
+            ftp.login("diag", "diag")
+            ftp.prot_p()
+            ftp.retrbinary("RETR big.bin", lambda _: None)
+            ftp.storbinary("STOR up.bin", io.BytesIO(bytes(50_000)))
+            ftp.quit()
+            wait_summaries(log, 1)
     finally:
         server.stop()
 
@@ -185,21 +186,16 @@ def long_session(log: Path, root: Path, commands: int) -> None:
 
     server = ServerThread(root).start()
     try:
-        with logging_to(log) as sink:
-            proxy = start(server.address, sink)
-            try:
-                ftp = ftplib.FTP()
-                ftp.connect(*proxy.address, timeout=TIMEOUT)
-                ftp.login("diag", "diag")
-                for n in range(commands - 3):
-                    if n % 1000 == 999:
-                        ftp.retrlines("LIST", lambda _: None)
-                    else:
-                        ftp.voidcmd("NOOP")
-                ftp.quit()
-                wait_summaries(log, 1)
-            finally:
-                proxy.stop()
+        with logging_to(log) as sink, proxied(server.address, sink) as proxy:
+            ftp = client(proxy)
+            ftp.login("diag", "diag")
+            for n in range(commands - 3):
+                if n % 1000 == 999:
+                    ftp.retrlines("LIST", lambda _: None)
+                else:
+                    ftp.voidcmd("NOOP")
+            ftp.quit()
+            wait_summaries(log, 1)
     finally:
         server.stop()
 
