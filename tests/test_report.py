@@ -245,6 +245,9 @@ def test_report_sink_keeps_long_sessions_bounded(tmp_path: Path) -> None:
     assert "NOOP 0<" in html and "NOOP 14999<" in html and "NOOP 7000<" not in html
     assert "the middle problem" in html
     assert re.search(r'class="omitted">2800\d rows of this long session were left out', html)
+    assert re.search(
+        r'<tr class="g"><td class="t">[\d.]+</td><td></td><td class="dx" colspan="3">… 2800\d', html
+    )
 
 
 def test_proxy_report_dir_writes_one_report_per_session(
@@ -281,3 +284,56 @@ def test_proxy_report_dir_writes_one_report_per_session(
     assert len(logged) == 2
     assert sorted(p.name for p in reports.iterdir()) == sorted(Path(r["path"]).name for r in logged)
     assert all(stat.S_IMODE(Path(r["path"]).stat().st_mode) == 0o600 for r in logged)
+
+
+def test_model_rows_channels_and_rewrites() -> None:
+    """Facts in, rows and channels out: a command and its reply share a row, a second reply
+    and an unsolicited one get their own, ftpdiag's rewrites and answers sit in its lane, and a
+    data connection that never came is a failed channel with its 150 and 425 marked."""
+    from ftpdiag.report.model import build_sessions
+
+    def at(ms: int, event: str, **fields: Any) -> dict[str, Any]:
+        stamp = f"2026-12-01T10:00:00.{ms:03d}000Z"
+        return {"event": event, "session": "0a0a", "timestamp": stamp, **fields}
+
+    [s] = build_sessions(
+        [
+            at(0, "session.open", client="127.0.0.1:5", upstream="127.0.0.1:21"),
+            at(1, "command", verb="PASV", arg=""),
+            at(2, "reply", code=227, text="Entering passive mode", command="PASV"),
+            at(
+                3,
+                "data.passive",
+                pipe=1,
+                code=227,
+                advertised="10.0.0.5:2000",
+                dialled="127.0.0.1:2000",
+            ),
+            at(4, "command", verb="RETR", arg="f.bin"),
+            at(5, "transfer.start", pipe=1, command="RETR", path="f.bin", direction="download"),
+            at(6, "reply", code=150, text="Opening\nsecond line", command="RETR"),
+            at(40, "data.failed", pipe=1, side="client", kind="timeout", detail="no connection"),
+            at(41, "reply", code=425, text="Can't open data connection", command="RETR"),
+            at(42, "proxy.reply", code=421, text="Service closing", command=None),
+            at(43, "reply", code=421, text="Timeout", command=None, unsolicited=True),
+            at(50, "session.close", reason="server closed"),
+        ]
+    )
+    kinds = [(r.kind, r.text, r.reply.text if r.reply else None) for r in s.rows]
+    assert kinds[:3] == [
+        ("command", "PASV", "227 Entering passive mode"),
+        ("note", "227 10.0.0.5:2000 → 127.0.0.1:2000", None),
+        ("command", "RETR f.bin", "150 Opening"),
+    ]
+    assert s.rows[2].reply is not None and s.rows[2].reply.more == ["second line"]
+    assert [(r.kind, r.text) for r in s.rows[-3:]] == [
+        ("reply", "425 Can't open data connection"),
+        ("proxy", "421 Service closing"),
+        ("reply", "421 Timeout"),
+    ]
+    assert {r.pipe for r in s.rows[:-2]} == {1}
+    [chan] = s.channels.values()
+    assert chan.failed == "client timeout: no connection" and chan.bad
+    assert chan.rewrite == "10.0.0.5:2000 → 127.0.0.1:2000"
+    assert [code for _, code in chan.marks] == [150, 425]
+    assert abs(s.span - 0.050) < 1e-6 and abs(chan.end - 0.040) < 1e-6

@@ -47,7 +47,8 @@ def reports(
     logs: dict[str, Path],  # noqa: F811
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, tuple[Path, list[dict[str, Any]]]]:
-    """Report files (and their records): plain, failing (the 426 session), TLS, several."""
+    """Report files (and their records): plain, failing (the 426 session, also in
+    Vietnamese), TLS, several sessions."""
     base = tmp_path_factory.mktemp("reports")
     every = {name: report_sessions.records(path) for name, path in logs.items()}
     failing = every["failing"]
@@ -58,10 +59,11 @@ def reports(
         "tls": every["tls"],
         "several": every["plain"] + failing + every["tls"],
     }
+    chosen["failing-vi"] = chosen["failing"]
     out = {}
     for name, records in chosen.items():
         path = base / f"{name}.html"
-        path.write_text(build_report(records), "utf-8")
+        path.write_text(build_report(records, "vi" if name.endswith("-vi") else "en"), "utf-8")
         out[name] = (path, records)
     return out
 
@@ -75,7 +77,7 @@ def _keep(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["plain", "failing", "tls", "several"])
+@pytest.mark.parametrize("name", ["plain", "failing", "failing-vi", "tls", "several"])
 def test_report_loads_clean_with_every_command_row(
     browser: Browser,
     reports: dict[str, tuple[Path, list[dict[str, Any]]]],

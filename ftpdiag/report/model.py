@@ -39,7 +39,7 @@ _QUIET_FIELDS = frozenset({"event", "timestamp", "level", "session", "pipe"})
 class Row:
     """One line of the timeline: ``lane`` is client, ftpdiag or server (or all, a diagnosis)."""
 
-    kind: str  # command | reply | proxy | note | diagnosis
+    kind: str  # command | reply | proxy | note | diagnosis | gap (rows left out)
     lane: str
     t: float
     text: str
@@ -191,7 +191,9 @@ class _Builder:
         elif event == "session.summary":
             self.s.summary = {k: v for k, v in r.items() if k not in _QUIET_FIELDS}
         elif event == "report.omitted":
-            self.s.omitted += int(r.get("records") or 0)
+            left_out = int(r.get("records") or 0)
+            self.s.omitted += left_out
+            self.row(Row("gap", "all", rel, str(left_out)))
         elif event == "command":
             self._command(r, rel)
         elif event == "reply":
@@ -233,7 +235,7 @@ class _Builder:
             pipe=self.pipe,
             detail=str(r.get("meaning") or ""),
         )
-        asked = self.s.rows[-1] if self.s.rows else None
+        asked = self._asking()
         if (
             asked is not None
             and asked.kind == "command"
@@ -250,8 +252,17 @@ class _Builder:
         if r.get("command") == "SIZE" and code == 213 and lines[0].strip().isdigit():
             self.sizes[self.last_size_path] = int(lines[0].strip())
         chan = self.s.channels.get(self.pipe) if self.pipe is not None else None
-        if chan is not None and isinstance(code, int) and code in _TRANSFER_CODES:
+        answers = chan is not None and r.get("command") in (chan.command or None, None)
+        if chan is not None and answers and not r.get("unsolicited") and code in _TRANSFER_CODES:
             chan.marks.append((rel, code))
+
+    def _asking(self) -> Row | None:
+        """The command row a reply may join: the last row, or the last before ftpdiag's own
+        notes about it (``transfer.start`` comes between RETR and its 150)."""
+        for row in reversed(self.s.rows):
+            if row.kind != "note":
+                return row
+        return None
 
     def _diagnosis(self, r: dict[str, Any], rel: float) -> None:
         d = {k: v for k, v in r.items() if k not in _QUIET_FIELDS}

@@ -33,6 +33,8 @@ _KNOWN_SUMMARY = (
     "replies_by_class",
     "outcomes",
 )
+#: The class of a timeline row per kind (short: a long session has tens of thousands).
+_KIND = {"command": "q", "reply": "r", "proxy": "x", "note": "n", "diagnosis": "d", "gap": "g"}
 #: Timeline rows per table (see ``_timeline``).
 CHUNK = 250
 _NOT_FACTS = frozenset({*_KNOWN_SUMMARY, "diagnoses", "root_cause"})
@@ -223,6 +225,9 @@ def _row(r: Row, L: Mapping[str, str]) -> str:
     ident = f' id="{r.anchor}"' if r.kind == "diagnosis" else ""
     head = f'<tr{ident} class="{_row_class(r)}{" bad" if bad else ""}"{p}>'
     t = f'<td class="t">{r.t:.3f}</td>'
+    if r.kind == "gap":
+        gap = f"… {_e(r.text)} {_e(L['omitted'])} …"
+        return f'{head}{t}<td></td><td class="dx" colspan="3">{gap}</td></tr>'
     if r.kind == "diagnosis":
         d = r.diagnosis or {}
         body = f"<p>{_e(d.get('explanation', ''))}</p>"
@@ -270,8 +275,7 @@ def _text(r: Row, L: Mapping[str, str]) -> str:
 
 
 def _row_class(r: Row) -> str:
-    kind = {"command": "q", "reply": "r", "proxy": "x", "note": "n", "diagnosis": "d"}[r.kind]
-    return f"{kind} {r.cls}".strip()
+    return f"{_KIND[r.kind]} {r.cls}".strip()
 
 
 def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
