@@ -124,7 +124,8 @@ def _verdict(s: SessionReport, L: Mapping[str, str]) -> str:
             sev, rule = _e(p.get("severity", "")), p.get("rule")
             title = _e(p.get("title", ""))
             item = f'<a href="#{by_rule[rule]}">{title}</a>' if rule in by_rule else title
-            out.append(f'<li><span class="sev-{sev}">{sev}</span> {item}</li>')
+            word = _e(L.get(f"severity_{sev}", sev))
+            out.append(f'<li><span class="sev-{sev}">{word}</span> {item}</li>')
         out.append("</ul>")
     out.append("</div>")
     return "".join(out)
@@ -235,7 +236,8 @@ def _row(r: Row, L: Mapping[str, str]) -> str:
             body += f'<p class="rem">{_e(d["remedy"])}</p>'
         sev = _e(d.get("severity", ""))
         opened = " open" if r.cls in ("warning", "error") else ""
-        summary = f'<span class="sev-{sev}">{sev}</span> {_e(r.text)}'
+        word = _e(L.get(f"severity_{sev}", sev))
+        summary = f'<span class="sev-{sev}">{word}</span> {_e(r.text)}'
         return (
             f'{head}{t}<td></td><td class="dx" colspan="3"><details{opened}>'
             f"<summary>{summary}</summary>{body}</details></td></tr>"
