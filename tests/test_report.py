@@ -9,8 +9,6 @@ import re
 import stat
 import subprocess
 import sys
-import tomllib
-from fnmatch import fnmatch
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from tests.test_cli_e2e import PASSWORD as E2E_PASSWORD
 from tests.test_cli_e2e import ProxyProcess, upstream  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(90)
-REPO = Path(__file__).resolve().parents[1]
 
 
 class _Elements(HTMLParser):
@@ -185,19 +182,6 @@ def test_vietnamese_labels_are_complete_and_used(logs: dict[str, Path]) -> None:
     assert '<html lang="vi">' in html
     assert "Nguyên nhân có khả năng nhất" in html and "Cách khắc phục" in html
     assert "Most likely cause" not in html
-
-
-def test_report_assets_are_package_data() -> None:
-    """Every non-Python file under ftpdiag/report/ matches a package-data pattern, so the
-    wheel carries the template, the CSS, the script and the labels."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
-    patterns = config["tool"]["setuptools"]["package-data"]["ftpdiag"]
-    package = REPO / "ftpdiag"
-    files = [p for p in (package / "report").rglob("*") if p.is_file()]
-    data = [p.relative_to(package).as_posix() for p in files if p.suffix not in (".py", ".pyc")]
-    assert len(data) >= 5
-    unlisted = [f for f in data if not any(fnmatch(f, pattern) for pattern in patterns)]
-    assert not unlisted, f"add to [tool.setuptools.package-data]: {unlisted}"
 
 
 def test_report_command_writes_a_private_file(

@@ -3,8 +3,9 @@
 The proxy logs PASS and ACCT as ``****`` already; a log from elsewhere (an older ftpdiag, a
 hand-edited file, another tool's importer) may not. A report is a file people attach to bug
 reports, so it must never hold more than the log did, and preferably less: every clear secret
-found in the records (a PASS/ACCT argument, a field named like a password, the password part
-of a URL) becomes ``****``, and so does every other occurrence of that same string anywhere.
+found in the records (a PASS/ACCT argument, a field named like a password) becomes ``****``,
+and so does every other occurrence of that same string anywhere; free texts also lose what
+``redact_secrets`` finds in them (a quoted PASS command, the password part of a URL).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MASK = "****"
-_SECRET_VERBS = frozenset({"PASS", "ACCT"})
+from ftpdiag.core.messages import REDACTED as MASK
+from ftpdiag.core.messages import SECRET_VERBS as _SECRET_VERBS
+from ftpdiag.core.messages import redact_secrets
+
 _SECRET_KEY = re.compile(r"(^|_)(pass|passwd|password|secret|pwd)($|_)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)(?P<pw>[^\s/@]+)(?=@)", re.I)
 #: Shorter clear secrets are masked where they stand but not searched for elsewhere: replacing
 #: every "ab" in a transcript would make it unreadable and reveal the secret by its holes.
 MIN_SEARCHED = 3
@@ -32,11 +34,8 @@ def _collect(value: Any, key: str, found: set[str]) -> None:
     elif isinstance(value, list):
         for item in value:
             _collect(item, key, found)
-    elif isinstance(value, str):
-        if _SECRET_KEY.search(key):
-            _add(value, found)
-        for match in _URL_PASSWORD.finditer(value):
-            _add(match.group("pw"), found)
+    elif isinstance(value, str) and _SECRET_KEY.search(key):
+        _add(value, found)
 
 
 def _add(value: Any, found: set[str]) -> None:
@@ -56,7 +55,7 @@ def _scrub(value: Any, key: str, secrets: list[str]) -> Any:
     if isinstance(value, str):
         if _SECRET_KEY.search(key) and value:
             return MASK
-        value = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, value)
+        value = redact_secrets(value)  # "PASS x" quoted in a text, ftp://user:x@host
         for secret in secrets:
             value = value.replace(secret, MASK)
         return value
