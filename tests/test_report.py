@@ -321,3 +321,23 @@ def test_model_rows_channels_and_rewrites() -> None:
     assert chan.rewrite == "10.0.0.5:2000 → 127.0.0.1:2000"
     assert [code for _, code in chan.marks] == [150, 425]
     assert abs(s.span - 0.050) < 1e-6 and abs(chan.end - 0.040) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_odd_field_values_never_break_the_report(
+    logs: dict[str, Path],  # noqa: F811
+    seed: int,
+) -> None:
+    """Records of a real session with field values of the wrong type (a hand-edited log,
+    another tool's importer) still give a report, and everything from them stays escaped."""
+    import random
+
+    rng = random.Random(seed)
+    odd: list[Any] = [None, "", '"><b id=x>', [1, {"a": 2}], {"k": [None]}, -1, 1e308, True, 10**30]
+    records = report_sessions.records(logs["failing"])
+    for record in records:
+        for key in list(record):
+            if key not in ("event", "session") and rng.random() < 0.3:
+                record[key] = rng.choice(odd)
+    html = build_report(records, recompute=False)
+    assert "<b id=x>" not in html and html.rstrip().endswith("</html>")

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # 0600: a report shows what users did; it is for the person who made it to share.
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file of that name keeps its mode otherwise
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
     except OSError as exc:

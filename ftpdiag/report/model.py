@@ -9,6 +9,7 @@ channels (one per pipe) on a common time axis.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ _NO_ROW = frozenset(
         "report.omitted",
     }
 )
+_SEVERITIES = frozenset({"info", "warning", "error"})
 _OPENS_DATA = frozenset({"PASV", "EPSV", "PORT", "EPRT", "LPSV", "LPRT", "SPSV"})
 _TRANSFER_CODES = frozenset({125, 150, 225, 226, 250, 421, 425, 426, 450, 451, 452, 550, 551})
 #: Fields of a generic ftpdiag-lane row that say nothing a reader needs.
@@ -128,6 +130,11 @@ def _seconds(record: dict[str, Any]) -> float | None:
         return None
 
 
+def _count(value: Any) -> int:
+    """A byte or record count from a log, where anything else (a hand-edited file) is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _reply_class(code: Any) -> str:
     return f"c{code // 100}" if isinstance(code, int) and 100 <= code < 600 else "c0"
 
@@ -153,6 +160,8 @@ class _Builder:
 
     def __init__(self, sid: str, t0: float) -> None:
         self.s = SessionReport(sid, t0, t0)
+        # Anchors are written into id and href attributes: only characters that need no escape.
+        self.anchor_sid = re.sub(r"[^A-Za-z0-9_-]", "_", sid)
         self.pending: list[Row] = []  # rows since a PASV/PORT, before its pipe is known
         self.pipe: int | None = None  # the pipe that current command/reply rows belong to
         self.ended_pipe = False
@@ -162,7 +171,7 @@ class _Builder:
         self.last_channel: Channel | None = None
 
     def row(self, row: Row) -> Row:
-        row.anchor = f"s{self.s.sid}-r{len(self.s.rows)}"
+        row.anchor = f"s{self.anchor_sid}-r{len(self.s.rows)}"
         self.s.rows.append(row)
         if row.kind != "diagnosis":
             self.last = row
@@ -191,7 +200,7 @@ class _Builder:
         elif event == "session.summary":
             self.s.summary = {k: v for k, v in r.items() if k not in _QUIET_FIELDS}
         elif event == "report.omitted":
-            left_out = int(r.get("records") or 0)
+            left_out = _count(r.get("records"))
             self.s.omitted += left_out
             self.row(Row("gap", "all", rel, str(left_out)))
         elif event == "command":
@@ -249,11 +258,15 @@ class _Builder:
             self.row(row)
         if self.pending:
             self.pending.append(row)
-        if r.get("command") == "SIZE" and code == 213 and lines[0].strip().isdigit():
-            self.sizes[self.last_size_path] = int(lines[0].strip())
+        size = lines[0].strip()
+        digits = size.isascii() and size.isdigit() and len(size) < 20
+        if r.get("command") == "SIZE" and code == 213 and digits:
+            self.sizes[self.last_size_path] = int(size)
         chan = self.s.channels.get(self.pipe) if self.pipe is not None else None
         answers = chan is not None and r.get("command") in (chan.command or None, None)
-        if chan is not None and answers and not r.get("unsolicited") and code in _TRANSFER_CODES:
+        if not isinstance(code, int) or code not in _TRANSFER_CODES or r.get("unsolicited"):
+            return
+        if chan is not None and answers:
             chan.marks.append((rel, code))
 
     def _asking(self) -> Row | None:
@@ -273,7 +286,7 @@ class _Builder:
                 "all",
                 rel,
                 str(d.get("title", "")),
-                cls=str(d.get("severity", "info")),
+                cls=str(d.get("severity")) if str(d.get("severity")) in _SEVERITIES else "info",
                 pipe=anchor_pipe,
                 diagnosis=d,
             )
@@ -303,7 +316,7 @@ class _Builder:
                 chan.progress.append((rel, r["bytes"]))
         elif event == "transfer.end":
             chan.end = rel
-            chan.bytes = int(r.get("bytes") or 0)
+            chan.bytes = _count(r.get("bytes"))
             chan.outcome = r.get("outcome")
             chan.rate_mbps = r.get("rate_mbps")
             ends = [
@@ -321,7 +334,7 @@ class _Builder:
             chan.end = rel
             self.ended_pipe = True
         elif event == "data.close" and chan.end is None:
-            chan.bytes = int(r.get("to_client") or 0) + int(r.get("to_server") or 0)
+            chan.bytes = _count(r.get("to_client")) + _count(r.get("to_server"))
 
     def _note(self, event: str, r: dict[str, Any], rel: float, pipe: int | None) -> None:
         cls = ""

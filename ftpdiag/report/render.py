@@ -114,14 +114,14 @@ def _verdict(s: SessionReport, L: Mapping[str, str]) -> str:
     if len(problems) > 1:
         out.append(f'<div>{_e(L["problems"])}:</div><ul class="problems">')
         anchors = {id(r): r.anchor for r in s.diagnoses}
-        by_rule: dict[Any, str] = {}
+        by_rule: dict[str, str] = {}
         for r in s.diagnoses:
             if r.diagnosis:
-                by_rule.setdefault(r.diagnosis.get("rule"), anchors[id(r)])
+                by_rule.setdefault(str(r.diagnosis.get("rule")), anchors[id(r)])
         for p in problems:
             if not isinstance(p, dict):
                 continue
-            sev, rule = _e(p.get("severity", "")), p.get("rule")
+            sev, rule = _e(p.get("severity", "")), str(p.get("rule"))
             title = _e(p.get("title", ""))
             item = f'<a href="#{by_rule[rule]}">{title}</a>' if rule in by_rule else title
             word = _e(L.get(f"severity_{sev}", sev))
@@ -193,7 +193,7 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
         if c.expected is not None:
             facts[0] += f" / {_size(c.expected)} {_e(L['expected'])}"
         if c.rate_mbps is not None:
-            facts.append(f"{c.rate_mbps} Mbit/s")
+            facts.append(f"{_e(c.rate_mbps)} Mbit/s")
         if c.outcome is not None:
             facts.append(f"{_e(L['outcome'])} {_e(c.outcome)}")
         if c.ended:
