@@ -35,6 +35,8 @@ _KNOWN_SUMMARY = (
 )
 #: The class of a timeline row per kind (short: a long session has tens of thousands).
 _KIND = {"command": "q", "reply": "r", "proxy": "x", "note": "n", "diagnosis": "d", "gap": "g"}
+#: More data channels than this are folded (a person opens them to look).
+FOLD_CHANNELS = 40
 #: Timeline rows per table (see ``_timeline``).
 CHUNK = 250
 _NOT_FACTS = frozenset({*_KNOWN_SUMMARY, "diagnoses", "root_cause"})
@@ -216,6 +218,9 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
             f'<div class="cfacts">{" · ".join(facts)}</div></div>'
         )
     out.append("</div>")
+    if len(s.channels) > FOLD_CHANNELS:  # hundreds of transfers: the timeline comes first
+        count = f"{len(s.channels)} {_e(L['channels'])}"
+        return f"<details><summary>{count}</summary>{''.join(out)}</details>"
     return "".join(out)
 
 
