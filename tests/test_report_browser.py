@@ -103,7 +103,7 @@ def test_failing_report_root_cause_above_the_fold(
     browser: Browser, reports: dict[str, tuple[Path, list[dict[str, Any]]]], artefacts: Path
 ) -> None:
     """In a 1280×900 window the root cause, its explanation and its remedy are on screen
-    without scrolling."""
+    without scrolling; the window's title names it too."""
     browser.open(reports["failing"][0])
     box = browser.evaluate(
         "(() => { const v = document.querySelector('.verdict.bad');"
@@ -112,6 +112,7 @@ def test_failing_report_root_cause_above_the_fold(
     )
     assert box["top"] >= 0 and box["bottom"] <= box["h"], box
     assert "Transfer aborted (426)" in box["text"] and "How to fix it" in box["text"]
+    assert "Transfer aborted (426)" in browser.evaluate("document.title")
     _keep(browser.screenshot(artefacts / "report-failing-top.png"))
 
 

@@ -342,6 +342,15 @@ def _index(sessions: list[SessionReport], L: Mapping[str, str]) -> str:
     )
 
 
+def _title(sessions: list[SessionReport], L: Mapping[str, str]) -> str:
+    """The window's title: with one session, its id and most likely cause (tabs, PDF names)."""
+    if len(sessions) != 1:
+        return str(L["title"])
+    found = sessions[0].root_cause()
+    cause = f": {found[0].get('title', '')}" if found else ""
+    return f"{L['title']} {sessions[0].sid}{cause}"
+
+
 def script_json(value: Any) -> str:
     """JSON safe inside a ``<script>`` element: no ``<`` at all (so no ``</script>``, no
     ``<!--``), and no line separators that older parsers would take for line ends."""
@@ -372,7 +381,7 @@ def render(sessions: list[SessionReport], lang: str = "en") -> str:
     slots: dict[str, Callable[[], str]] = {
         "lang": lambda: _e(lang if lang in LANGS else "en"),
         "version": lambda: _e(__version__),
-        "title": lambda: _e(L["title"]),
+        "title": lambda: _e(_title(sessions, L)),
         "css": lambda: _asset("report.css"),
         "js": lambda: _asset("report.js"),
         "body": lambda: "\n".join(body),
