@@ -54,6 +54,7 @@ class Browser:
 
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         self.log = profile / "chromium.log"
+        self.log_file = self.log.open("wb")
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
         # Far from 3 and 4, so that the shell's redirections cannot overwrite one another.
@@ -77,7 +78,7 @@ class Browser:
             pass_fds=high,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=(profile / "chromium.log").open("wb"),
+            stderr=self.log_file,
         )
         for fd in high:
             os.close(fd)
@@ -85,6 +86,14 @@ class Browser:
         self._next = 0
         self.events: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.session: str | None = None
+        try:
+            self._attach(width, height)
+        except BaseException:
+            self.close()  # a browser that never answered must not outlive the test
+            raise
+
+    def _attach(self, width: int, height: int) -> None:
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
             "sessionId"
@@ -189,6 +198,7 @@ class Browser:
     def close(self) -> None:
         with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             self.call("Browser.close", timeout=5)
+        self.log_file.close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
