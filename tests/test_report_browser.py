@@ -253,3 +253,17 @@ def test_the_harness_sees_errors_and_blocked_loads(browser: Browser, tmp_path: P
     browser.evaluate("new Promise(r => setTimeout(r, 200))")
     assert any("boom" in e for e in browser.errors)
     assert any("Content Security Policy" in e or "img-src" in e for e in browser.errors)
+
+
+def test_missing_chromium_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without chromium the browser tests fail with a clear message when CI is set (and skip,
+    saying why, elsewhere)."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is not installed"):
+        chromium_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        chromium_or_skip()
