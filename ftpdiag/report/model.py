@@ -364,6 +364,11 @@ class _Builder:
                 f" · {r.get('outcome')}"
             )
             cls = "" if ok else "c4"
+        elif event == "tls.established":
+            parts = [r.get("side"), r.get("channel"), r.get("version"), r.get("cipher")]
+            text = "TLS " + " ".join(str(p) for p in parts if p)
+            text += " · resumed" if r.get("resumed") is True else ""
+            text += f" · {r['peer_subject']}" if r.get("peer_subject") else ""
         else:
             text = _brief(r)
         if event in ("data.failed", "upstream.failed", "tls.failed") or event.startswith(
