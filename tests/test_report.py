@@ -93,6 +93,7 @@ def test_every_command_has_a_row_and_tls_is_shown(logs: dict[str, Path]) -> None
     commands = sum(r["event"] == "command" for r in records)
     assert len(re.findall(r'<tr class="q[ "]', html)) == commands
     assert "AUTH TLS" in html and re.search(r"TLS server data TLSv1\.\d \S+ · resumed", html)
+    assert re.search(r"TLS (server|client) TLSv1\.\d( resumed)?, (server|client) TLSv1", html)
 
 
 def test_no_external_resource_and_a_policy_forbidding_any(logs: dict[str, Path]) -> None:  # noqa: F811

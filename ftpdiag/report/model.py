@@ -78,6 +78,7 @@ class Channel:
     marks: list[tuple[float, int]] = field(default_factory=list)  # (time, reply code)
     rewrite: str = ""  # PASV advertised → dialled
     failed: str = ""
+    tls: list[str] = field(default_factory=list)  # "server TLSv1.3 resumed", per side
     diagnoses: list[str] = field(default_factory=list)  # anchors of its diagnoses
 
     @property
@@ -329,6 +330,9 @@ class _Builder:
         elif event == "data.passive":
             advertised, dialled = r.get("advertised"), r.get("dialled")
             chan.rewrite = f"{advertised} → {dialled}" if advertised != dialled else ""
+        elif event == "tls.established":
+            resumed = " resumed" if r.get("resumed") is True else ""
+            chan.tls.append(f"{r.get('side', '')} {r.get('version', '')}{resumed}")
         elif event == "data.failed":
             chan.failed = f"{r.get('side', '')} {r.get('kind', '')}: {r.get('detail', '')}".strip()
             chan.end = rel

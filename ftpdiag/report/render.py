@@ -204,6 +204,8 @@ def _channels(s: SessionReport, L: Mapping[str, str]) -> str:
             facts.append(f"{_e(L['failed'])}: {_e(c.failed)}")
         if c.mode:
             facts.append(_e(c.mode))
+        if c.tls:
+            facts.append(f"TLS {_e(', '.join(c.tls))}")
         if c.rewrite:
             facts.append(f'<span class="rw">PASV {_e(c.rewrite)} ({_e(L["rewritten"])})</span>')
         facts += [f'<a href="#{a}" title="{_e(L["evidence"])}">⚑</a>' for a in c.diagnoses]
