@@ -342,3 +342,16 @@ def test_odd_field_values_never_break_the_report(
                 record[key] = rng.choice(odd)
     html = build_report(records, recompute=False)
     assert "<b id=x>" not in html and html.rstrip().endswith("</html>")
+
+
+def test_console_says_where_the_report_went() -> None:
+    """The console forms of ``report.written`` and ``report.failed`` are sentences with the
+    path (and the reason), not ``key=value`` pairs."""
+    from ftpdiag.console import ConsoleRenderer
+
+    render = ConsoleRenderer(color=False)
+    base = {"session": "ab12", "timestamp": "2026-12-01T10:00:00.000000Z", "path": "r/x.html"}
+    written = render({"event": "report.written", **base})
+    failed = render({"event": "report.failed", **base, "error": "No space left on device"})
+    assert written.endswith("⇄ report written r/x.html") and "=" not in written
+    assert failed.endswith("✗ report not written to r/x.html: No space left on device")
