@@ -38,7 +38,9 @@ SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 
 
-WARNING_EVENTS = frozenset({"proxy.exposed", "tls.insecure", "proxy.internal_error"})
+WARNING_EVENTS = frozenset(
+    {"proxy.exposed", "tls.insecure", "proxy.internal_error", "report.failed"}
+)
 #: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
 JSON_ONLY_FIELDS = frozenset({"traceback"})
 
