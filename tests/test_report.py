@@ -355,3 +355,16 @@ def test_console_says_where_the_report_went() -> None:
     failed = render({"event": "report.failed", **base, "error": "No space left on device"})
     assert written.endswith("⇄ report written r/x.html") and "=" not in written
     assert failed.endswith("✗ report not written to r/x.html: No space left on device")
+
+
+def test_report_sink_says_when_it_cannot_write(tmp_path: Path) -> None:
+    """A report directory that cannot be made gives ``report.failed`` with the reason, and the
+    proxy's logging goes on."""
+    (tmp_path / "file").write_text("in the way")
+    said: list[tuple[str, dict[str, Any]]] = []
+    sink = ReportSink(tmp_path / "file" / "reports", "en", lambda e, f: said.append((e, f)))
+    for event in ("session.open", "command", "session.close", "session.summary"):
+        sink.write(20, {"event": event, "session": "0b0b", "verb": "NOOP", "arg": ""})
+    [(event, fields)] = said
+    assert event == "report.failed" and fields["session"] == "0b0b"
+    assert fields["error"] == "Not a directory" and fields["path"].endswith("0b0b.html")
