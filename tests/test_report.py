@@ -190,7 +190,8 @@ def test_report_command_writes_a_private_file(
     tmp_path: Path,
 ) -> None:
     """``ftpdiag report A B -o FILE`` (two logs, as ``analyze`` reads them) writes one file,
-    mode 0600, with the sessions of both; a missing input is one error line and status 2."""
+    mode 0600, with the sessions of both; a missing input, or one without a session (lines
+    that are not records are skipped with a warning), is an error line and status 2."""
     out = tmp_path / "report.html"
     cmd = [sys.executable, "-m", "ftpdiag", "report", str(logs["plain"]), str(logs["failing"])]
     done = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True, timeout=60)
@@ -200,6 +201,13 @@ def test_report_command_writes_a_private_file(
     missing = [sys.executable, "-m", "ftpdiag", "report", str(tmp_path / "nope.jsonl")]
     bad = subprocess.run([*missing, "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("ftpdiag: error: cannot read")
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('5\nnot json\n{"event": "proxy.listen"}\n', "utf-8")
+    empty = [sys.executable, "-m", "ftpdiag", "report", str(junk), "-o", str(out)]
+    none = subprocess.run(empty, capture_output=True, text=True, timeout=60)
+    assert none.returncode == 2, none.stderr
+    assert f"{junk}:1 is not JSON; skipped" in none.stderr and f"{junk}:2 is not" in none.stderr
+    assert none.stderr.endswith("ftpdiag: error: no session in the input: nothing to report\n")
 
 
 def test_report_sink_keeps_long_sessions_bounded(tmp_path: Path) -> None:
