@@ -35,6 +35,7 @@ FLAGS = (
     "--no-first-run",
     "--disable-default-apps",
     "--mute-audio",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
 )
 
 
