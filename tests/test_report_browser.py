@@ -169,6 +169,8 @@ def test_filters_and_search(
     browser.evaluate("new Promise(r => setTimeout(r, 300))")
     found = browser.evaluate(shown)
     assert len(found) == 1 and "SIZE big.bin" in found[0]
+    browser.evaluate("document.querySelector('.f-fold').click()")
+    assert browser.evaluate("[...document.querySelectorAll('table.tl details')].every(d => d.open)")
 
 
 def test_readable_with_javascript_off(

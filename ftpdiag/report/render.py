@@ -311,6 +311,7 @@ def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
         f'{_e(L["errors_only"])}</label><select class="f-chan"><option value="">'
         f'{_e(L["all_channels"])}</option></select><input type="search" class="f-q"'
         f' placeholder="{_e(L["search"])}…" aria-label="{_e(L["search"])}">'
+        f'<button type="button" class="f-fold">{_e(L["fold"])}</button>'
         f'<span class="f-n muted"></span></div>{"".join(tables)}'
     )
 

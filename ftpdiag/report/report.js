@@ -38,6 +38,11 @@
       });
       count.textContent = shown + " / " + rows.length + " " + labels.shown;
     }
+    var opened = false;
+    tools.querySelector(".f-fold").addEventListener("click", function () {
+      opened = !opened;
+      section.querySelectorAll("table.tl details").forEach(function (d) { d.open = opened; });
+    });
     var timer = 0;
     bad.addEventListener("change", apply);
     chan.addEventListener("change", apply);
@@ -52,6 +57,15 @@
   data.sessions.forEach(function (info) {
     var section = document.getElementById("s" + info.id);
     if (section) setup(section, info);
+  });
+
+  // "/" jumps to the first search box, as in many web applications.
+  document.addEventListener("keydown", function (e) {
+    var tag = (e.target && e.target.tagName) || "";
+    if (e.key === "/" && tag !== "INPUT" && tag !== "SELECT" && tag !== "TEXTAREA") {
+      var box = document.querySelector(".f-q");
+      if (box) { e.preventDefault(); box.focus(); }
+    }
   });
 
   // A link to a row inside a folded or filtered part shows it.
