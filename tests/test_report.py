@@ -83,17 +83,19 @@ def test_healthy_session_says_nothing_went_wrong(logs: dict[str, Path]) -> None:
     assert "No problem found" in html and "Most likely cause" not in html
     assert ' bad"' not in html and "Something went wrong" not in html
     assert "(+" in html and "<details><summary>211" in html  # FEAT's multi-line reply, folded
-    assert "<polyline points=" in html  # throughput over time, from transfer.progress
 
 
 def test_every_command_has_a_row_and_tls_is_shown(logs: dict[str, Path]) -> None:  # noqa: F811
-    """One ``tr.q`` row per logged command, in a TLS session too, with its TLS facts."""
+    """One ``tr.q`` row per logged command, in a TLS session too, with its TLS facts and the
+    throughput over time drawn from its progress records."""
     records = report_sessions.records(logs["tls"])
     html = build_report(records)
     commands = sum(r["event"] == "command" for r in records)
     assert len(re.findall(r'<tr class="q[ "]', html)) == commands
     assert "AUTH TLS" in html and re.search(r"TLS server data TLSv1\.\d \S+ · resumed", html)
     assert re.search(r"TLS (server|client) TLSv1\.\d( resumed)?, (server|client) TLSv1", html)
+    assert any(r["event"] == "transfer.progress" for r in records)
+    assert "<polyline points=" in html  # throughput over time, from transfer.progress
 
 
 def test_no_external_resource_and_a_policy_forbidding_any(logs: dict[str, Path]) -> None:  # noqa: F811
