@@ -78,7 +78,7 @@ class ReportSink:
         keep: int = KEEP,
         background: bool = False,
     ) -> None:
-        self.directory, self.lang, self.emit, self.keep = directory, lang, emit, keep
+        self.directory, self.lang, self.emit, self.keep = directory.absolute(), lang, emit, keep
         self.sessions: dict[str, _Kept] = {}
         self._worker = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpdiag-report")
