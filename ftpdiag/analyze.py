@@ -1,4 +1,5 @@
-"""``ftpdiag analyze``: the diagnosis engine run offline over a saved JSON-lines log."""
+"""``ftpdiag analyze``: the diagnosis engine run offline over a saved JSON-lines log or a
+packet capture."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.capture import CaptureError, capture_sessions, looks_like_capture
 from ftpdiag.rules.engine import Diagnoser
 
 
@@ -38,10 +40,19 @@ def analyze_indexed(
 
 
 def read_records(paths: list[str]) -> list[dict[str, Any]]:
-    """The records of saved logs, in order; a line that is not JSON is skipped with a warning.
-    Raises ``OSError`` (with the path in ``filename``) when a file cannot be read."""
+    """The records of saved logs and packet captures, in order; a log line that is not JSON is
+    skipped with a warning. Raises ``OSError`` (with the path in ``filename``) when a file
+    cannot be read, ``CaptureError`` when a capture is damaged."""
     records: list[dict[str, Any]] = []
     for path in paths:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+        if looks_like_capture(head):  # a packet capture: rebuilt sessions, not JSON lines
+            try:
+                records.extend(r for session in capture_sessions(path) for r in session)
+            except CaptureError as exc:
+                raise CaptureError(f"{path}: {exc}") from exc
+            continue
         lines = Path(path).read_text(encoding="utf-8").splitlines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -65,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
+    except CaptureError as exc:
+        print(f"ftpdiag: error: {exc}", file=sys.stderr)
+        return 2
     results = analyze_records(records, args.lang or "en")
     if args.format == "json":
         for result in results:
@@ -77,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
-    p.add_argument("log", help="a file written with --log-file")
+    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log or a packet capture")
+    p.add_argument("log", help="a file written with --log-file, or a pcap/pcapng capture")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--lang", choices=("en", "vi"))
     p.set_defaults(func=run)

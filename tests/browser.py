@@ -171,8 +171,10 @@ class Browser:
 
     # ---- what a test does -----------------------------------------------------------------
     def open(self, path: Path, timeout: float = 30.0) -> float:
-        """Load a file and wait for its load event; returns the seconds it took."""
+        """Load a file and wait for its load event; returns the seconds it took. ``errors``
+        then holds this page's errors only."""
         self.events.clear()
+        self.errors.clear()
         started = time.monotonic()
         self.page("Page.navigate", url=path.resolve().as_uri())
         self.wait_event("Page.loadEventFired", timeout)

@@ -269,3 +269,34 @@ def test_missing_chromium_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
         chromium_or_skip()
+
+
+def test_report_of_the_shared_captures(browser: Browser, tmp_path: Path, artefacts: Path) -> None:
+    """``ftpdiag report`` over every public capture of ``../shared/pcaps`` (what ``analyze``
+    reads besides logs): one file of thirty-odd sessions with an index, every command row,
+    no console error, open in a couple of seconds."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    found = [p / "shared" / "pcaps" for p in root.parents[:2] if (p / "shared" / "pcaps").is_dir()]
+    if not found:
+        pytest.skip(f"the shared captures are not beside {root}: capture report not tested")
+    captures = sorted(str(p) for p in found[0].iterdir() if p.suffix in (".pcap", ".pcapng"))
+    out = tmp_path / "captures.html"
+    command = [sys.executable, "-m", "ftpdiag", "report", *captures, "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    from ftpdiag.analyze import read_records
+
+    records = read_records(captures)
+    seconds = browser.open(out)
+    assert browser.errors == []
+    assert browser.evaluate("document.querySelectorAll('table.tl tr.q').length") == _commands(
+        records
+    )
+    sessions = len({r["session"] for r in records if r.get("session")})
+    assert sessions > 10
+    assert browser.evaluate("document.querySelectorAll('table.index a').length") == sessions
+    _keep(browser.screenshot(artefacts / "report-captures.png"))
+    assert seconds < LONG_LOAD_LIMIT_S

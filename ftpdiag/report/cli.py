@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftpdiag.analyze import read_records
+from ftpdiag.capture import CaptureError
 from ftpdiag.rules.catalog import default_lang
 
 
@@ -23,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
         records = read_records(args.inputs)
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except CaptureError as exc:
+        print(f"ftpdiag: error: {exc}", file=sys.stderr)
         return 2
     if not any(r.get("session") is not None for r in records):
         print("ftpdiag: error: no session in the input: nothing to report", file=sys.stderr)

@@ -329,7 +329,8 @@ class _Builder:
             self.ended_pipe = True
         elif event == "data.passive":
             advertised, dialled = r.get("advertised"), r.get("dialled")
-            chan.rewrite = f"{advertised} → {dialled}" if advertised != dialled else ""
+            # From a capture nothing was dialled (null): only the proxy rewrites.
+            chan.rewrite = f"{advertised} → {dialled}" if dialled and advertised != dialled else ""
         elif event == "tls.established":
             resumed = " resumed" if r.get("resumed") is True else ""
             chan.tls.append(f"{r.get('side', '')} {r.get('version', '')}{resumed}")
@@ -352,7 +353,7 @@ class _Builder:
             return
         if event == "data.passive":
             advertised, dialled = r.get("advertised"), r.get("dialled")
-            if advertised == dialled:
+            if not dialled or advertised == dialled:
                 return
             text = f"{r.get('code', '')} {advertised} → {dialled}"
             cls = "x"
@@ -376,7 +377,7 @@ class _Builder:
         else:
             text = _brief(r)
         if event in ("data.failed", "upstream.failed", "tls.failed") or event.startswith(
-            ("protocol.", "security.", "greeting.", "control.")
+            ("protocol.", "security.", "greeting.", "control.", "capture.")
         ):
             cls = "c4"
         self.row(Row("note", "ftpdiag", rel, text, cls=cls, pipe=pipe or self.pipe, detail=event))

@@ -37,8 +37,9 @@ _KNOWN_SUMMARY = (
 _KIND = {"command": "q", "reply": "r", "proxy": "x", "note": "n", "diagnosis": "d", "gap": "g"}
 #: More data channels than this are folded (a person opens them to look).
 FOLD_CHANNELS = 40
-#: Timeline rows per table (see ``_timeline``).
+#: Timeline rows per table (see ``_timeline``), and the height of a row before it is drawn.
 CHUNK = 250
+ROW_PX = 22
 _NOT_FACTS = frozenset({*_KNOWN_SUMMARY, "diagnoses", "root_cause"})
 
 
@@ -289,7 +290,8 @@ def _row_class(r: Row) -> str:
 
 def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
     """The rows in tables of ``CHUNK`` rows with the same columns: the browser lays out only
-    the chunks on screen (``content-visibility``), so 10,000 commands open quickly."""
+    the tables on screen (``content-visibility``), so 10,000 commands, or thirty sessions,
+    open quickly."""
     cols = (
         '<colgroup><col class="t"><col class="l"><col class="c"><col class="f"><col class="s">'
         "</colgroup>"
@@ -301,9 +303,13 @@ def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
     )
     tables = []
     for n in range(0, max(len(s.rows), 1), CHUNK):
-        rows = "\n".join(_row(r, L) for r in s.rows[n : n + CHUNK])
+        chunk = s.rows[n : n + CHUNK]
+        rows = "\n".join(_row(r, L) for r in chunk)
+        # The space a table takes until it is first drawn: about a line per row.
+        size = f' style="contain-intrinsic-size:auto {len(chunk) * ROW_PX}px"'
         tables.append(
-            f'<table class="tl">{cols}{head if n == 0 else ""}<tbody>\n{rows}\n</tbody></table>'
+            f'<table class="tl"{size}>{cols}{head if n == 0 else ""}<tbody>\n{rows}\n'
+            "</tbody></table>"
         )
     omitted = f'<p class="omitted">{s.omitted} {_e(L["omitted"])}</p>' if s.omitted else ""
     return (
