@@ -192,7 +192,8 @@ def test_report_command_writes_a_private_file(
     tmp_path: Path,
 ) -> None:
     """``ftpdiag report A B -o FILE`` (two logs, as ``analyze`` reads them) writes one file,
-    mode 0600, with the sessions of both; a missing input, or one without a session (lines
+    mode 0600, with the sessions of both (an input's session id that an earlier input used
+    gets the input's number); a missing input, or one without a session (lines
     that are not records are skipped with a warning), is an error line and status 2."""
     out = tmp_path / "report.html"
     cmd = [sys.executable, "-m", "ftpdiag", "report", str(logs["plain"]), str(logs["failing"])]
@@ -200,6 +201,12 @@ def test_report_command_writes_a_private_file(
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert out.read_text("utf-8").count('<section class="session"') == 3
+    twice = [*cmd, str(logs["plain"]), "-o", str(out)]
+    assert subprocess.run(twice, capture_output=True, timeout=60).returncode == 0
+    html = out.read_text("utf-8")
+    assert html.count('<section class="session"') == 4  # the same log twice: its session twice
+    plain_sid = report_sessions.records(logs["plain"])[0]["session"]
+    assert f'id="s{plain_sid}"' in html and f'id="s{plain_sid}.3"' in html
     missing = [sys.executable, "-m", "ftpdiag", "report", str(tmp_path / "nope.jsonl")]
     bad = subprocess.run([*missing, "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("ftpdiag: error: cannot read")

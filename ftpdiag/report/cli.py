@@ -17,11 +17,29 @@ from ftpdiag.capture import CaptureError
 from ftpdiag.rules.catalog import default_lang
 
 
+def read_inputs(paths: list[str]) -> list[dict[str, Any]]:
+    """The records of every input, as ``analyze`` reads each; a session id that an earlier
+    input already used (each capture numbers its sessions from 0001) gets the input's number,
+    so two inputs' sessions never merge into one."""
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, path in enumerate(paths, 1):
+        part = read_records([path])
+        ids = {str(r["session"]) for r in part if r.get("session") is not None}
+        clash = ids & seen
+        for record in part:
+            if str(record.get("session")) in clash:
+                record["session"] = f"{record['session']}.{number}"
+        seen |= {str(r["session"]) for r in part if r.get("session") is not None}
+        records.extend(part)
+    return records
+
+
 def run(args: argparse.Namespace) -> int:
     from ftpdiag.report import build_report
 
     try:
-        records = read_records(args.inputs)
+        records = read_inputs(args.inputs)
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -98,6 +98,7 @@ class SessionReport:
     started_at: str = ""
     client: str = ""
     upstream: str = ""
+    source: str = ""  # the input a session came from, when it says (a capture's file name)
     rows: list[Row] = field(default_factory=list)
     channels: dict[int, Channel] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +198,7 @@ class _Builder:
         pipe = r.get("pipe") if isinstance(r.get("pipe"), int) else None
         if event == "session.open":
             self.s.client, self.s.upstream = str(r.get("client", "")), str(r.get("upstream", ""))
+            self.s.source = str(r.get("input") or "")
             self.s.started_at = str(r.get("timestamp", ""))
         elif event == "session.summary":
             self.s.summary = {k: v for k, v in r.items() if k not in _QUIET_FIELDS}

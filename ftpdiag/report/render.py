@@ -139,6 +139,7 @@ def _facts(s: SessionReport, L: Mapping[str, str]) -> str:
     rows = [
         (L["started"], s.started_at or "—"),
         (L["client"], f"{s.client} → {s.upstream}" if s.client else "—"),
+        *([(L["input"], s.source)] if s.source else []),
         (L["duration"], _ms(sm.get("duration_ms")) or _ms((s.end - s.start) * 1000)),
         (L["commands"], sm.get("commands", s.commands)),
     ]
