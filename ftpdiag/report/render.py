@@ -308,18 +308,17 @@ def _timeline(s: SessionReport, L: Mapping[str, str]) -> str:
         rows = "\n".join(_row(r, L) for r in chunk)
         # The space a table takes until it is first drawn: about a line per row.
         size = f' style="contain-intrinsic-size:auto {len(chunk) * ROW_PX}px"'
-        tables.append(
-            f'<table class="tl"{size}>{cols}{head if n == 0 else ""}<tbody>\n{rows}\n'
-            "</tbody></table>"
-        )
+        tables.append(f'<table class="tl"{size}>{cols}{head}<tbody>\n{rows}\n</tbody></table>')
     omitted = f'<p class="omitted">{s.omitted} {_e(L["omitted"])}</p>' if s.omitted else ""
     return (
-        f'{omitted}<div class="tools" hidden><label><input type="checkbox" class="f-bad"> '
+        f'{omitted}<div class="sticky"><div class="tools" hidden>'
+        '<label><input type="checkbox" class="f-bad"> '
         f'{_e(L["errors_only"])}</label><select class="f-chan"><option value="">'
         f'{_e(L["all_channels"])}</option></select><input type="search" class="f-q"'
         f' placeholder="{_e(L["search"])}…" aria-label="{_e(L["search"])}">'
         f'<button type="button" class="f-fold">{_e(L["fold"])}</button>'
-        f'<span class="f-n muted"></span></div>{"".join(tables)}'
+        f'<span class="f-n muted"></span></div><table class="tl hd">{cols}{head}</table></div>'
+        f"{''.join(tables)}"
     )
 
 
