@@ -271,3 +271,28 @@ def test_refused_greeting_is_abnormal_whoever_hangs_up() -> None:
     out = run(greeting(421, "Service not available"), close("client closed"))
     assert summary(out)["root_cause"]["rule"] == "greeting.refused"
     assert summary(out)["abnormal_end"] == "client closed"
+
+
+def test_report_verdict_follows_the_outcome() -> None:
+    """The HTML report leads with the outcome line, and a warning the session got around (a
+    NAT address in PASV) is no "Something went wrong"."""
+    from ftpdiag.report import build_report
+
+    nat = (
+        "data.passive",
+        {"pipe": 1, "code": 227, "advertised": "10.0.0.5:5000", "dialled": "203.0.113.7:5000",
+         "control_peer": "203.0.113.7"},
+    )  # fmt: skip
+    facts = [
+        ("session.open", {"client": "127.0.0.1:5", "upstream": "203.0.113.7:21"}),
+        *login(),
+        nat,
+        *download(),
+        command("QUIT"),
+        reply(221, "bye", "QUIT"),
+        close("server closed"),
+    ]
+    records = [{"event": e, "session": "0001", "timestamp": "", **f} for e, f in facts]
+    html = build_report(records)
+    assert "All 2 operations succeeded." in html
+    assert "Something went wrong" not in html and "No problem found" in html
