@@ -52,6 +52,12 @@ SAMPLES = [
     (550, "upload.bin: Read-only file system", "reply", "server.read_only_fs"),
     (451, "Error writing file: No space left on device", "reply", "server.disk_full"),
     (552, "Disk quota exceeded", "reply", "server.quota_exceeded"),
+    (550, "The process cannot access the file because it is being used by another process.",
+     "reply", "file.in_use"),
+    (550, "up.bin: Operation not permitted", "reply", "file.permission"),
+    (550, "pub: Not a regular file", "reply", "file.not_regular"),
+    (550, "old: Directory not empty", "reply", "file.not_empty"),
+    (550, "new: File exists", "reply", "file.exists"),
     (None, "\x16\x03\x01\x02\x00", "client", "client.implicit_tls"),
     (None, "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", "client", "client.sftp"),
 ]  # fmt: skip
@@ -86,6 +92,16 @@ def test_known_message_matches(code: int | None, text: str, where: str, rule: st
 def test_ordinary_texts_are_not_special(code: int, text: str, where: str) -> None:
     """Texts no entry knows fall back to the rules and the catalog."""
     assert match(text, code, where) is None
+
+
+def test_a_success_that_quotes_a_known_message_is_no_refusal() -> None:
+    """226 or 250 replies that mention an existing file or a quota raise nothing."""
+    out = run(
+        command("RNTO", "b"),
+        reply(250, "Rename successful; the old name already exists no more", "RNTO", "b"),
+        reply(226, "Transfer complete. Quota exceeded warnings: none", "STOR", "c"),
+    )
+    assert errors(out) == []
 
 
 def test_vsftpd_writable_chroot_is_one_headline() -> None:

@@ -106,8 +106,8 @@ def server_messages(event: str, f: dict[str, Any], view: SessionView) -> Iterato
             found = match(text, code, "greeting") or (
                 match(text, code, "reply") if code >= 400 else None
             )
-        else:
-            found = match(text, code, "reply")
+        else:  # a success that mentions a limit ("quota", "exists") is no refusal
+            found = match(text, code, "reply") if code >= 400 else None
         if found is not None:
             evidence = {
                 "code": code,
