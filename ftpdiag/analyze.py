@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,34 @@ def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dic
     return out
 
 
+def read_records(path: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The facts of an input file, as records shaped like the proxy's JSON lines: what
+    ``analyze`` diagnoses and ``replay`` serves. Lines that are not JSON objects are skipped
+    with a warning (on stderr unless ``warn`` is given); raises OSError when unreadable."""
+    say = warn or (lambda text: print(f"ftpdiag: warning: {text}", file=sys.stderr))
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            say(f"{path}:{number} is not JSON; skipped")
+    return records
+
+
 def run(args: argparse.Namespace) -> int:
     from ftpdiag.console import ConsoleRenderer
 
     try:
-        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+        records = read_records(Path(args.log))
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
         return 2
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"ftpdiag: warning: {args.log}:{number} is not JSON; skipped", file=sys.stderr)
     results = analyze_records(records, args.lang or "en")
     if args.format == "json":
         for result in results:
