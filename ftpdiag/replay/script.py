@@ -294,6 +294,11 @@ def _latency(record: Mapping[str, Any], since: float | None) -> float:
 def _transfer(draft: _Draft, end: Mapping[str, Any]) -> Transfer:
     start = draft.transfer or {}
     server_end = str(end.get("server_end", "eof"))
+    size = int(end.get("bytes") or 0)
+    if server_end == "never" and size:
+        # The session ended before the pipe did (the client hung up mid-transfer): the
+        # server's end existed; a final reply means the server ended it, else it stalled.
+        server_end = "eof" if isinstance(end.get("outcome"), int) else "closed"
     ending: Ending
     if draft.failed == "refused":
         ending = "refused"
@@ -311,7 +316,7 @@ def _transfer(draft: _Draft, end: Mapping[str, Any]) -> Transfer:
         verb=str(start.get("command", end.get("command", draft.verb))),
         path=str(start.get("path", end.get("path", ""))),
         direction=direction,
-        size=int(end.get("bytes") or 0),
+        size=size,
         ending=ending,
         duration=float(end.get("duration_ms") or 0) / 1000,
         data_file=draft.data_file,
