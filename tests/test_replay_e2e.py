@@ -180,16 +180,19 @@ def replay_matches(
     client: Client,
     live: Live,
     proxy_options: dict[str, Any] | None = None,
+    racing: frozenset[str] = frozenset(),
     **options: Any,
 ) -> ReplayHandle:
     """The replay of ``log`` gives ``client`` what the live server gave it, straight and
-    through ftpdiag, and ftpdiag in front of it names the live root cause."""
+    through ftpdiag, and ftpdiag in front of it names the live root cause (or, for a client
+    that races the server, one of the ``racing`` rules the live server also gave)."""
     replay = ftpdiag_replay(log, **options)
     assert client(replay.address) == live.direct
     proxy = ftpdiag_proxy(replay.address, **(proxy_options or {}))
     assert client(proxy.address) == live.proxied
     settle(proxy)
-    assert root_causes(proxy.events) == live.cause
+    cause = root_causes(proxy.events)
+    assert cause == live.cause or {*cause, *live.cause} <= racing, (cause, live.cause)
     assert not replay.mismatches, replay.mismatches
     return replay
 
@@ -203,6 +206,7 @@ def scenario(
     *faults: Fault,
     server: dict[str, Any] | None = None,
     proxy_options: dict[str, Any] | None = None,
+    racing: frozenset[str] = frozenset(),
     **options: Any,
 ) -> tuple[list[Any], list[str | None]]:
     """Record ``client`` against a fake server with ``faults``, then check the replay; returns
@@ -210,7 +214,9 @@ def scenario(
     log = tmp_path / "session.jsonl"
     upstream = serve(*faults, **(server or {})).address
     live = record(ftpdiag_proxy, upstream, client, log, **(proxy_options or {}))
-    replay_matches(ftpdiag_proxy, ftpdiag_replay, log, client, live, proxy_options, **options)
+    replay_matches(
+        ftpdiag_proxy, ftpdiag_replay, log, client, live, proxy_options, racing, **options
+    )
     return live.proxied, live.cause
 
 
@@ -299,9 +305,12 @@ def test_426_mid_transfer_curl(
         tmp_path,
         curl_client("big.bin"),
         AbortTransferAfter(100_000),
+        # curl hangs up as soon as the data ends, racing the 426: against the live server too,
+        # ftpdiag sees the session end before the reply about one run in four.
+        racing=frozenset({"transfer.aborted", "transfer.interrupted"}),
     )
     assert seen[0] != 0 and seen[2] == 100_000
-    assert cause == ["transfer.aborted"]
+    assert set(cause) <= {"transfer.aborted", "transfer.interrupted"}
 
 
 def test_reset_mid_transfer(

@@ -182,6 +182,7 @@ class _Draft:
     data_file: str | None = None
     failed: str | None = None
     stalled: bool = False
+    progress: Any = None
     close: bool = False
 
     @property
@@ -224,6 +225,13 @@ class _Builder:
             if draft is not None:
                 draft.stalled |= kind == "stall"
                 draft.failed = kind
+        elif event == "transfer.progress":
+            # Two reports with the same count: the data stopped while the pipe stayed open.
+            draft = self.by_pipe.get(record.get("pipe"))
+            if draft is not None:
+                moved = record.get("bytes")
+                draft.stalled |= moved == draft.progress
+                draft.progress = moved
         elif event == "transfer.end":
             draft = self.by_pipe.get(record.get("pipe"))
             if draft is not None:
@@ -295,10 +303,17 @@ def _transfer(draft: _Draft, end: Mapping[str, Any]) -> Transfer:
     start = draft.transfer or {}
     server_end = str(end.get("server_end", "eof"))
     size = int(end.get("bytes") or 0)
+    upload = start.get("direction", end.get("direction")) == "upload"
+    answered = isinstance(end.get("outcome"), int)
     if server_end == "never" and size:
-        # The session ended before the pipe did (the client hung up mid-transfer): the
-        # server's end existed; a final reply means the server ended it, else it stalled.
-        server_end = "eof" if isinstance(end.get("outcome"), int) else "closed"
+        # The session ended before the pipe did (the client hung up mid-transfer), so the
+        # server's end existed; unless the progress reports showed a stall, the server ended
+        # it (curl hangs up when the data ends, often before the 426 that followed arrives).
+        server_end = "eof"
+    elif not upload and not answered and end.get("first_closed") == "client":
+        # The client hung up a download the server never finished: how the server's end
+        # then closed was only its answer to that.
+        server_end = "closed"
     ending: Ending
     if draft.failed == "refused":
         ending = "refused"
@@ -310,7 +325,6 @@ def _transfer(draft: _Draft, end: Mapping[str, Any]) -> Transfer:
         ending = "reset"
     else:
         ending = "eof"
-    upload = start.get("direction", end.get("direction")) == "upload"
     direction: Literal["download", "upload"] = "upload" if upload else "download"
     return Transfer(
         verb=str(start.get("command", end.get("command", draft.verb))),
