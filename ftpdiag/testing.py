@@ -308,9 +308,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A test whose replay saw an unexpected command fails, even when its client coped with
     the 500 it got: the recording no longer describes what the test does."""
     report = yield
-    if call.when == "call" and report.passed:
-        failures = replay_failures(item.stash.get(_REPLAYS, []))
-        if failures:
+    failures = replay_failures(item.stash.get(_REPLAYS, [])) if call.when == "call" else ""
+    if failures:
+        text = f"the replayed server got commands it did not expect:\n{failures}"
+        if report.passed:
             report.outcome = "failed"
-            report.longrepr = f"the replayed server got commands it did not expect:\n{failures}"
+            report.longrepr = text
+        else:
+            report.sections.append(("ftpdiag replay", text))
     return report

@@ -407,6 +407,7 @@ def test_226_missing(
     serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
 ) -> None:
     """All bytes and no 226: the replay sends the bytes and, like the server, no reply."""
+
     def client(address: Address) -> list[Any]:
         ftp = ftplib.FTP(timeout=1.0)
         seen: list[Any] = [ftp.connect(*address), ftp.login(USER, PASSWORD)]
@@ -437,6 +438,7 @@ def test_stalled_transfer(
     serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
 ) -> None:
     """200000 bytes, then nothing on an open data connection: the replay stalls the same way."""
+
     def client(address: Address) -> list[Any]:
         ftp = ftplib.FTP(timeout=TIMEOUT)
         seen: list[Any] = [ftp.connect(*address), ftp.login(USER, PASSWORD)]

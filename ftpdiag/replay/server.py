@@ -308,7 +308,21 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
         if verb in ("PORT", "EPRT"):
             self.active = self._port_target(verb, arg)
             self._close_data()
+        elif found.transfer is not None and self._dial_refused(found.transfer):
+            return
         self._run(self._step_actions(found, started))
+
+    def _dial_refused(self, transfer: Transfer) -> bool:
+        """Active mode toward an address that is not loopback: the replay never dials it;
+        it says so (425) instead of playing the step, whose replies describe a transfer."""
+        if self.data is not None or self.listener is not None or self.active is None:
+            return False
+        if transfer.ending in ("never", "refused") or is_loopback(self.active[0]):
+            return False
+        address = f"{self.active[0]}:{self.active[1]}"
+        self.report("replay.refused_dial", {"address": address})
+        self._send(REPLIES["refused_dial"].format(address=address))
+        return True
 
     # ---- steps as a chain of actions ----------------------------------------------------------
     def _run(self, actions: list[Action]) -> None:
@@ -416,13 +430,7 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
             return
         self.waiting_data = run
         if self.listener is None and self.active is not None:
-            host, port = self.active
-            if not is_loopback(host):
-                address = f"{host}:{port}"
-                self.report("replay.refused_dial", {"address": address})
-                self._send(REPLIES["refused_dial"].format(address=address))
-                return  # the step ends here: its recorded replies would describe a transfer
-            _ActiveDialler(self, (host, port))
+            _ActiveDialler(self, self.active)  # loopback: checked by _dial_refused
         elif self.listener is None:
             self.waiting_data = None
             done()

@@ -1,0 +1,221 @@
+"""The replay server's behaviour beyond the acceptance scenarios: the pytest fixture as a user
+meets it, the ``ftpdiag replay`` command, recorded timing, kept passive addresses, active mode
+(loopback only), and records written by hand (any importer's records replay the same way)."""
+
+from __future__ import annotations
+
+import ftplib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftpdiag.testing import ProxyHandle, ReplayHandle
+from tests.fake_servers import FakeFTPServer, GreetingDelay, make_file
+from tests.test_replay_e2e import record
+from tests.test_rules_e2e import settle
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.timeout(60)
+
+Proxy = Callable[..., ProxyHandle]
+Replay = Callable[..., ReplayHandle]
+TIMEOUT = 5.0
+
+
+def line(event: str, **fields: Any) -> str:
+    return json.dumps({"event": event, "session": "ab12", **fields}) + "\n"
+
+
+def reply(code: int, text: str, command: str | None, latency: float = 0.5) -> str:
+    return line("reply", code=code, text=text, command=command, latency_ms=latency)
+
+
+#: A hand-written log: the shape any importer produces (no proxy involved).
+LOGIN_LOG = "".join(
+    [
+        line("session.open", client="10.1.2.3:5000", upstream="192.0.2.10:21"),
+        reply(220, "Welcome to the recorded server.", None),
+        line("command", verb="USER", arg="alice"),
+        reply(331, "Password required.", "USER"),
+        line("command", verb="PASS", arg="****"),
+        reply(230, "Welcome, alice.", "PASS"),
+        line("command", verb="PASV", arg=""),
+        reply(227, "Entering Passive Mode (192,0,2,10,195,80).", "PASV"),
+        line("command", verb="QUIT", arg=""),
+        reply(221, "Goodbye.", "QUIT"),
+        line("control.closed", side="server"),
+    ]
+)
+
+FIXTURE_EXAMPLE = """\
+import ftplib
+
+def test_login_against_the_recording(ftpdiag_replay):
+    replay = ftpdiag_replay("session.jsonl")
+    ftp = ftplib.FTP(timeout=5); ftp.connect(*replay.address)
+    assert ftp.login("alice", "any password").startswith("230")
+    {extra}
+    ftp.sendcmd("PASV"); ftp.quit()
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "outcome"),
+    [
+        ("", {"passed": 1}),
+        (
+            "try: ftp.sendcmd('NLST')  # unmatched: 500, which this client shrugs off\n"
+            "    except ftplib.error_perm: pass",
+            {"failed": 1},
+        ),
+    ],
+    ids=["matched", "unmatched"],
+)
+def test_fixture_fails_on_unexpected_command(
+    pytester: pytest.Pytester, extra: str, outcome: dict[str, int]
+) -> None:
+    """A command the recording did not expect fails the test, naming expected and actual."""
+    pytester.makefile(".jsonl", session=LOGIN_LOG)
+    pytester.makepyfile(test_replay=FIXTURE_EXAMPLE.format(extra=extra or "pass"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(**outcome)
+    if extra:
+        result.stdout.fnmatch_lines(["*replay of session ab12: expected PASV, got NLST*"])
+
+
+def test_hand_written_records_and_passive_rewrite(tmp_path: Path, ftpdiag_replay: Replay) -> None:
+    """Records from any source replay; the recorded 192.0.2.10 becomes the live loopback
+    listener, or stays as recorded with keep_addresses (nothing is dialled either way)."""
+    log = tmp_path / "s.jsonl"
+    log.write_text(LOGIN_LOG)
+    for keep, expected in ((False, "127.0.0.1"), (True, "192.0.2.10")):
+        replay = ftpdiag_replay(log, keep_addresses=keep)
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        assert ftp.connect(*replay.address) == "220 Welcome to the recorded server."
+        ftp.login("alice", "not the recorded one")
+        host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+        assert host == expected and (keep or port != 195 * 256 + 80)
+        if not keep:
+            socket.create_connection((host, port), timeout=TIMEOUT).close()  # it listens
+        assert ftp.quit() == "221 Goodbye."
+
+
+def test_greeting_delay_recorded_timing(
+    tmp_path: Path, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay
+) -> None:
+    """120 then 220 half a second later: fast by default, at the recorded gap (scaled by
+    speed) with timing='recorded', and then ftpdiag names the same root cause."""
+    served = tmp_path / "root"
+    served.mkdir()
+
+    def client(address: tuple[str, int]) -> list[Any]:
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        seen = [ftp.connect(*address), ftp.getresp()]
+        seen.append(ftp.quit())
+        return seen
+
+    with FakeFTPServer(served, faults=[GreetingDelay(0.5)]) as server:
+        live = record(ftpdiag_proxy, server.address, client, tmp_path / "s.jsonl")
+    assert live.cause == ["greeting.delayed"]
+    for options, low, high in (({}, 0, 0.2), ({"timing": "recorded", "speed": 5}, 0.08, 0.3)):
+        replay = ftpdiag_replay(tmp_path / "s.jsonl", **options)
+        started = time.monotonic()
+        assert client(replay.address) == live.direct
+        assert low <= time.monotonic() - started < high
+    proxy = ftpdiag_proxy(ftpdiag_replay(tmp_path / "s.jsonl", timing="recorded").address)
+    assert client(proxy.address) == live.proxied
+    settle(proxy)
+    assert proxy.events[-1]["root_cause"]["rule"] == "greeting.delayed"
+
+
+def test_active_mode_loopback_only(
+    tmp_path: Path, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay
+) -> None:
+    """PORT to a loopback address: the replay connects and sends the recorded size; PORT to
+    any other address: refused with 425 and reported, never dialled."""
+    served = tmp_path / "root"
+    make_file(served, "small.bin", 1000, seed=2)
+
+    def client(address: tuple[str, int]) -> list[Any]:
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        ftp.set_pasv(False)
+        seen = [ftp.connect(*address), ftp.login("user", "secret")]
+        chunks: list[bytes] = []
+        seen.append(ftp.retrbinary("RETR small.bin", chunks.append))
+        seen += [len(b"".join(chunks)), ftp.quit()]
+        return seen
+
+    with FakeFTPServer(served) as server:
+        live = record(ftpdiag_proxy, server.address, client, tmp_path / "s.jsonl")
+    assert live.direct[-2] == 1000
+    replay = ftpdiag_replay(tmp_path / "s.jsonl")
+    assert client(replay.address) == live.direct
+    ftp = ftplib.FTP(timeout=TIMEOUT)
+    ftp.connect(*replay.address)
+    ftp.login("user", "secret")
+    ftp.voidcmd("TYPE I")
+    assert ftp.sendcmd("PORT 192,0,2,1,4,1").startswith("200")
+    with pytest.raises(ftplib.error_temp, match=r"^425 Replay: will not connect to 192.0.2.1:1025"):
+        ftp.sendcmd("RETR small.bin")
+    ftp.close()
+    assert {"event": "replay.refused_dial", "address": "192.0.2.1:1025"} in replay.reports
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def run_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "ftpdiag", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False, **kwargs)
+
+
+def test_cli_bad_input(tmp_path: Path) -> None:
+    """A missing file, a file with no session, an unknown session: one error line, status 2."""
+    (tmp_path / "empty.jsonl").write_text(line("proxy.listen", listen="x"))
+    (tmp_path / "s.jsonl").write_text(LOGIN_LOG)
+    cases = [
+        ([str(tmp_path / "nope.jsonl")], "cannot read"),
+        ([str(tmp_path / "empty.jsonl")], "no FTP session"),
+        ([str(tmp_path / "s.jsonl"), "--session", "zz"], "no session 'zz'"),
+    ]
+    for args, message in cases:
+        done = run_cli("replay", *args)
+        assert done.returncode == 2 and message in done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_cli_serves_reports_and_stops(tmp_path: Path) -> None:
+    """``ftpdiag replay`` prints its address and plan, answers, reports an unexpected command
+    on the console, and exits 0 on SIGTERM."""
+    log = tmp_path / "s.jsonl"
+    log.write_text(LOGIN_LOG)
+    cmd = [sys.executable, "-m", "ftpdiag", "replay", str(log), "--log-format", "json"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stderr is not None
+        listen = json.loads(proc.stderr.readline())
+        assert listen["event"] == "replay.listen" and listen["session"] == "ab12"
+        assert listen["commands"] == 4 and listen["greeting"] == 220
+        host, port = listen["listen"].rsplit(":", 1)
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        ftp.connect(host, int(port))
+        ftp.login("alice", "x")
+        with pytest.raises(ftplib.error_perm, match=r"^500 .*expects PASV"):
+            ftp.sendcmd("CWD /elsewhere")
+        unmatched = json.loads(proc.stderr.readline())
+        assert unmatched["event"] == "replay.unmatched"
+        assert unmatched["actual"] == "CWD /elsewhere" and unmatched["expected"] == "PASV"
+        ftp.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
