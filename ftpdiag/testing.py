@@ -266,6 +266,8 @@ def start_replay(
     records = source if isinstance(source, list) else read_records(Path(source))
     script = build_script(records, session)
     handle = ReplayHandle(address=listen, script=script)
+    if not isinstance(source, list):
+        options.setdefault("data_dir", Path(source).parent)
     server = ReplayServer(script, listen, ReplayOptions(**options), handle.record).start()
     handle.address = server.address
     handle._stop = server.stop

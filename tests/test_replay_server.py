@@ -219,3 +219,55 @@ def test_cli_serves_reports_and_stops(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def download_log(size: int, duration_ms: float, data_file: str | None = None) -> str:
+    """A hand-written session: login, PASV, RETR f.bin of ``size`` bytes in ``duration_ms``."""
+    start = {"pipe": 1, "command": "RETR", "path": "f.bin", "direction": "download"}
+    lines = [
+        LOGIN_LOG.split(line("command", verb="QUIT", arg=""))[0],
+        line("command", verb="RETR", arg="f.bin"),
+        line("transfer.start", **start),
+        reply(150, "Opening data connection.", "RETR"),
+        reply(226, "Transfer complete.", "RETR"),
+    ]
+    if data_file is not None:
+        lines.append(line("transfer.data", pipe=1, file=data_file, bytes=size))
+    end = {"bytes": size, "duration_ms": duration_ms, "outcome": 226, "server_end": "eof"}
+    lines.append(line("transfer.end", **start, **end))
+    return "".join(lines)
+
+
+def fetch(address: tuple[str, int]) -> bytes:
+    ftp = ftplib.FTP(timeout=TIMEOUT)
+    ftp.connect(*address)
+    ftp.login("alice", "x")
+    chunks: list[bytes] = []
+    ftp.retrbinary("RETR f.bin", chunks.append)
+    ftp.close()
+    return b"".join(chunks)
+
+
+def test_recorded_timing_paces_transfers(tmp_path: Path, ftpdiag_replay: Replay) -> None:
+    """A download recorded as taking 0.6 s: at once by default, about 0.6 s (or 0.3 s at
+    speed 2) with recorded timing; the size is the recorded one either way."""
+    log = tmp_path / "s.jsonl"
+    log.write_text(download_log(300_000, 600))
+    for options, low, high in (
+        ({}, 0, 0.3),
+        ({"timing": "recorded"}, 0.5, 1.5),
+        ({"timing": "recorded", "speed": 2}, 0.25, 0.55),
+    ):
+        replay = ftpdiag_replay(log, **options)
+        started = time.monotonic()
+        assert len(fetch(replay.address)) == 300_000
+        assert low <= time.monotonic() - started < high, options
+
+
+def test_recorded_bytes_found_next_to_the_log(tmp_path: Path, ftpdiag_replay: Replay) -> None:
+    """A log moved with its data file: the file is found beside the log and served whole."""
+    payload = bytes(range(256)) * 100
+    (tmp_path / "ab12-1.bin").write_bytes(payload)
+    log = tmp_path / "s.jsonl"
+    log.write_text(download_log(len(payload), 1, data_file="elsewhere/ab12-1.bin"))
+    assert fetch(ftpdiag_replay(log).address) == payload

@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     except ScriptError as exc:
         print(f"ftpdiag: error: {args.input}: {exc}", file=sys.stderr)
         return 2
-    options = ReplayOptions(args.timing, args.speed, args.keep_addresses)
+    options = ReplayOptions(
+        args.timing, args.speed, args.keep_addresses, Path(args.input).resolve().parent
+    )
     try:
         server = ReplayServer(script, args.listen, options, emit)
     except OSError as exc:

@@ -26,6 +26,8 @@ FLEXIBLE_VERBS = frozenset(_DATA["flexible_verbs"])
 ARGUMENT_IGNORED = frozenset(_DATA["argument_ignored"])
 ARGUMENT_CASELESS = frozenset(_DATA["argument_case_insensitive"])
 REPLIES: Mapping[str, str] = _DATA["replies"]
+#: What a server usually says to a flexible command the recording lacks (else REPLIES' 502).
+UNRECORDED: Mapping[str, str] = _DATA["unrecorded"]
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "APPE", "STOU", "LIST", "NLST", "MLSD"})
 
 #: How the server's end of a data connection ended, as the replay reproduces it.

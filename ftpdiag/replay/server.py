@@ -36,6 +36,7 @@ from ftpdiag.core.addresses import (
 from ftpdiag.replay.script import (
     REPLIES,
     TRANSFER_VERBS,
+    UNRECORDED,
     Matcher,
     Mismatch,
     RecordedReply,
@@ -69,6 +70,9 @@ class ReplayOptions:
     speed: float = 1.0
     #: Send the recorded passive addresses unchanged (reproduces NAT faults; nothing listens).
     keep_addresses: bool = False
+    #: Where else to look for recorded data files: the input's directory, so a log sent with
+    #: its ``--record-data`` files (in one folder) replays anywhere.
+    data_dir: Path | None = None
 
 
 def unacked_bytes(sock: socket.socket) -> int:
@@ -94,11 +98,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _payload(transfer: Transfer) -> Iterator[bytes]:
-    """The bytes of a download: the recorded file's, else filler, ``size`` in all."""
+def _data_file(transfer: Transfer, data_dir: Path | None) -> Path | None:
+    if transfer.data_file is None:
+        return None
+    recorded = Path(transfer.data_file)
+    for candidate in (recorded, data_dir / recorded.name if data_dir else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _payload(transfer: Transfer, data_dir: Path | None) -> Iterator[bytes]:
+    """The bytes of a download: the recorded file's (as far as it was kept), then filler,
+    ``size`` in all."""
     left = transfer.size
-    if transfer.data_file is not None:
-        with contextlib.suppress(OSError), Path(transfer.data_file).open("rb") as fh:
+    path = _data_file(transfer, data_dir)
+    if path is not None:
+        with contextlib.suppress(OSError), path.open("rb") as fh:
             while left and (chunk := fh.read(min(left, _CHUNK))):
                 left -= len(chunk)
                 yield chunk
@@ -113,11 +129,14 @@ class _DataConnection(AsyncChat):  # type: ignore[misc]
 
     def __init__(self, sock: socket.socket, owner: ReplayHandler) -> None:
         super().__init__(sock, ioloop=owner.ioloop)
+        self.owner = owner
         self.transfer: Transfer | None = None
         self.on_end: Callable[[], None] | None = None
         self.received = 0
         self.payload: Iterator[bytes] = iter(())
         self.pending = b""
+        self.sent = 0
+        self.pace: tuple[float, float] | None = None
         self.del_channel()  # nothing moves before the transfer command
 
     def start(self, transfer: Transfer, on_end: Callable[[], None]) -> None:
@@ -125,8 +144,24 @@ class _DataConnection(AsyncChat):  # type: ignore[misc]
         if transfer.direction == "upload":
             self.add_channel(events=self.ioloop.READ)
         else:
-            self.payload = _payload(transfer)
+            self.payload = _payload(transfer, self.owner.options.data_dir)
+            options = self.owner.options
+            if options.timing == "recorded" and transfer.duration > 0:
+                self.pace = (time.monotonic(), transfer.duration / options.speed)
             self.add_channel(events=self.ioloop.WRITE)
+
+    def _ahead(self) -> bool:
+        """With recorded timing, a download keeps the recorded rate: ahead of it, the
+        connection pauses for a moment instead of sending."""
+        if self.pace is None or self.transfer is None:
+            return False
+        began, seconds = self.pace
+        due = self.transfer.size * min(1.0, (time.monotonic() - began) / seconds)
+        if self.sent < due or self.sent >= self.transfer.size:
+            return False
+        self.del_channel()
+        self.call_later(0.01, self.add_channel, events=self.ioloop.WRITE)
+        return True
 
     # pyftpdlib's IOLoop asks these before dispatching an event it polled for.
     def readable(self) -> bool:
@@ -153,6 +188,8 @@ class _DataConnection(AsyncChat):  # type: ignore[misc]
     def handle_write(self) -> None:
         transfer = self.transfer
         assert transfer is not None
+        if self._ahead():
+            return
         if not self.pending:
             chunk = next(self.payload, None)
             if chunk is None:
@@ -167,6 +204,7 @@ class _DataConnection(AsyncChat):  # type: ignore[misc]
             self._ended()
             return
         self.pending = self.pending[sent:]
+        self.sent += sent
 
     def _finish(self, transfer: Transfer) -> None:
         """The recorded bytes moved: end the way the recorded server's end did."""
@@ -302,8 +340,8 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
                 self._send(REPLIES["quit"])
                 self.close_when_done()
                 return
-            self.report("replay.unrecorded", {"verb": verb})
-            self._send(REPLIES["unrecorded"].format(verb=verb))
+            self.report("replay.unrecorded", {"verb": verb, "arg": arg})
+            self._send(UNRECORDED.get(verb) or REPLIES["unrecorded"].format(verb=verb))
             return
         if verb in ("PORT", "EPRT"):
             self.active = self._port_target(verb, arg)
