@@ -29,11 +29,12 @@ from tests.fake_servers import (
     Fault,
     GreetingReply,
     NoCompletionReply,
+    NoGreeting,
     Reply,
     ResetDataAfter,
     make_file,
 )
-from tests.test_rules_e2e import StallingHandler, settle
+from tests.test_rules_e2e import InnerCodeHelpHandler, StallingHandler, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -501,3 +502,50 @@ def test_recorded_bytes_are_served(
     assert len(files) == 1 and files[0].stat().st_mode & 0o777 == 0o600
     assert files[0].read_bytes() == (root / "big.bin").read_bytes()
     replay_matches(ftpdiag_proxy, ftpdiag_replay, log, client, live)
+
+
+def test_odd_multiline_reply(
+    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
+) -> None:
+    """A 214 whose inner line starts '211 ' comes back as it was, and is diagnosed again."""
+
+    def helper(ftp: ftplib.FTP, seen: list[Any]) -> None:
+        seen.append(ftp.sendcmd("HELP"))
+
+    seen, cause = scenario(
+        serve,
+        ftpdiag_proxy,
+        ftpdiag_replay,
+        tmp_path,
+        ftplib_session(helper),
+        server={"handler_base": InnerCodeHelpHandler},
+    )
+    assert "\n211 USER PASS RETR STOR (this line looks like the end of a reply)\n" in seen[2]
+    assert cause == ["protocol.multiline_mismatch"]
+
+
+def test_greeting_missing(
+    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
+) -> None:
+    """A server that never speaks: the replay is silent too, and ftpdiag times it out alike."""
+
+    def client(address: Address) -> list[Any]:
+        ftp = ftplib.FTP(timeout=1.5)
+        try:
+            return [ftp.connect(*address)]
+        except (ftplib.Error, OSError) as exc:
+            return [_outcome(exc)]
+        finally:
+            ftp.close()
+
+    seen, cause = scenario(
+        serve,
+        ftpdiag_proxy,
+        ftpdiag_replay,
+        tmp_path,
+        client,
+        NoGreeting(),
+        proxy_options={"greeting_timeout": 0.3},
+    )
+    assert len(seen) == 1 and seen[0].startswith("error_temp: 421") and "greeting" in seen[0]
+    assert cause == ["greeting.missing"]
