@@ -67,7 +67,22 @@ def in_reactor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 @dataclass
-class ProxyHandle:
+class _Listening:
+    """Something a client connects to in a test."""
+
+    address: Address
+
+    @property
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+
+@dataclass
+class ProxyHandle(_Listening):
     """A running proxy: its address, every event it logged, and helpers to wait and assert.
 
     The proxy sends a relayed line first and logs it right after, in the same reactor call;
@@ -75,7 +90,6 @@ class ProxyHandle:
     therefore first lets the reactor finish what it is doing: everything the proxy did before
     the moment ``events`` is read is in the list."""
 
-    address: Address
     _events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _stop: Callable[[], Any] | None = None
 
@@ -85,14 +99,6 @@ class ProxyHandle:
         if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
             in_reactor(lambda: None)
         return self._events
-
-    @property
-    def host(self) -> str:
-        return self.address[0]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     def record(self, event: str, fields: dict[str, Any]) -> None:
         self._events.append({"event": event, **fields})
@@ -219,21 +225,12 @@ def ftpdiag_sandbox(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
 
 @dataclass
-class ReplayHandle:
+class ReplayHandle(_Listening):
     """A running replay: its address, and what it reported (``replay.*`` records)."""
 
-    address: Address
     script: Script
     reports: list[dict[str, Any]] = field(default_factory=list)
     _stop: Callable[[], None] | None = None
-
-    @property
-    def host(self) -> str:
-        return self.address[0]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     @property
     def mismatches(self) -> list[dict[str, Any]]:

@@ -25,17 +25,16 @@ from ftpdiag.proxy.recording import DataRecording
 from ftpdiag.testing import ProxyHandle, ReplayHandle
 from tests.fake_servers import (
     AbortTransferAfter,
-    FakeFTPServer,
     Fault,
     GreetingReply,
     NoCompletionReply,
     NoGreeting,
     Reply,
     ResetDataAfter,
-    make_file,
 )
-from tests.test_rules_e2e import InnerCodeHelpHandler, StallingHandler, settle
+from tests.test_rules_e2e import InnerCodeHelpHandler, StallingHandler, root, serve, settle
 
+__all__ = ["root", "serve"]  # fixtures, used by name
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 5.0
@@ -45,31 +44,6 @@ Address = tuple[str, int]
 Client = Callable[[Address], list[Any]]
 Proxy = Callable[..., ProxyHandle]
 Replay = Callable[..., ReplayHandle]
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """The served directory: a 1 MiB binary and a small one."""
-    served = tmp_path / "root"
-    served.mkdir()
-    make_file(served, "big.bin", BIG, seed=1)
-    make_file(served, "small.bin", 1000, seed=2)
-    return served
-
-
-@pytest.fixture
-def serve(root: Path) -> Any:
-    """Factory of fake servers on ``root``; every server is stopped at the end."""
-    servers: list[FakeFTPServer] = []
-
-    def factory(*faults: Fault, **kwargs: Any) -> FakeFTPServer:
-        server = FakeFTPServer(root, faults=faults, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
 
 
 # ---- clients: each returns a transcript of what it saw -------------------------------------------
@@ -236,12 +210,23 @@ def scenario(
     return live.proxied, live.cause
 
 
+Replayed = Callable[..., tuple[list[Any], list[str | None]]]
+
+
+@pytest.fixture
+def replayed(serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path) -> Replayed:
+    """``replayed(client, *faults, **options)``: :func:`scenario` with this test's fixtures."""
+
+    def run(client: Client, *faults: Fault, **options: Any) -> tuple[list[Any], list[str | None]]:
+        return scenario(serve, ftpdiag_proxy, ftpdiag_replay, tmp_path, client, *faults, **options)
+
+    return run
+
+
 # ---- the acceptance scenarios --------------------------------------------------------------------
-def test_wrong_password_ftplib(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_wrong_password_ftplib(replayed: Replayed) -> None:
     """530 to PASS: the replay accepts any password and refuses it the way the server did."""
-    seen, cause = scenario(serve, ftpdiag_proxy, ftpdiag_replay, tmp_path, wrong_password())
+    seen, cause = replayed(wrong_password())
     assert seen[-1] == "error_perm: 530 Authentication failed."
     assert cause == ["login.failed"]
 
@@ -264,50 +249,30 @@ def wrong_password(user: str = USER) -> Client:
     return run
 
 
-def test_wrong_password_curl(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_wrong_password_curl(replayed: Replayed) -> None:
     """curl with a wrong password fails with the same exit status against the replay."""
-    seen, cause = scenario(
-        serve, ftpdiag_proxy, ftpdiag_replay, tmp_path, curl_client("big.bin", password="bad")
-    )
+    seen, cause = replayed(curl_client("big.bin", password="bad"))
     assert seen[0] == 67 and cause == ["login.failed"]
 
 
-def test_missing_file_ftplib(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_missing_file_ftplib(replayed: Replayed) -> None:
     """550 to RETR of a missing file, after a FEAT (answered from the per-verb table)."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(feat, download("missing.bin")),
     )
     assert "error_perm: 550 No such file or directory." in seen
     assert cause == ["file.not_found"]
 
 
-def test_missing_file_curl(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_missing_file_curl(replayed: Replayed) -> None:
     """curl's 550 (exit 78) comes back from the replay, EPSV and SIZE included."""
-    seen, cause = scenario(
-        serve, ftpdiag_proxy, ftpdiag_replay, tmp_path, curl_client("missing.bin")
-    )
+    seen, cause = replayed(curl_client("missing.bin"))
     assert seen[0] == 78 and cause[0] is not None  # curl asks SIZE first: the 550 answers it
 
 
-def test_426_mid_transfer_ftplib(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_426_mid_transfer_ftplib(replayed: Replayed) -> None:
     """100000 bytes then 426: the replay sends exactly as many (filler) bytes, then 426."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(download("big.bin")),
         AbortTransferAfter(100_000),
     )
@@ -315,15 +280,9 @@ def test_426_mid_transfer_ftplib(
     assert cause == ["transfer.aborted"]
 
 
-def test_426_mid_transfer_curl(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_426_mid_transfer_curl(replayed: Replayed) -> None:
     """curl sees the same cut download (its exit status and byte count) from the replay."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         curl_client("big.bin"),
         AbortTransferAfter(100_000),
         # curl hangs up as soon as the data ends, racing the 426: against the live server too,
@@ -334,30 +293,18 @@ def test_426_mid_transfer_curl(
     assert set(cause) <= {"transfer.aborted", "transfer.interrupted"}
 
 
-def test_reset_mid_transfer(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_reset_mid_transfer(replayed: Replayed) -> None:
     """An RST after 100000 bytes is replayed as an RST (ftpdiag: server_reset)."""
-    _, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    _, cause = replayed(
         ftplib_session(download("big.bin")),
         ResetDataAfter(100_000),
     )
     assert cause == ["transfer.aborted"]
 
 
-def test_data_connection_refused_425(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_data_connection_refused_425(replayed: Replayed) -> None:
     """425 to RETR (the server never took the data connection) comes back as 425."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(download("small.bin")),
         Reply("RETR", 425, "Can't open data connection."),
     )
@@ -392,15 +339,9 @@ def _read_reply(sock: socket.socket) -> bytes:
     return data
 
 
-def test_421_greeting_and_close(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_421_greeting_and_close(replayed: Replayed) -> None:
     """421 instead of the greeting, then the server hangs up: so does the replay."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(),
         GreetingReply(421, "Too many connections (8) from this IP"),
     )
@@ -408,15 +349,9 @@ def test_421_greeting_and_close(
     assert cause == ["greeting.too_many"]
 
 
-def test_421_after_command_closes(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_421_after_command_closes(replayed: Replayed) -> None:
     """421 to a command and a close at that point: the client's next read sees the end."""
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(feat, download("small.bin")),
         Reply("FEAT", 421, "Service not available, closing control connection.", close=True),
     )
@@ -424,9 +359,7 @@ def test_421_after_command_closes(
     assert cause == [None] or cause[0] is not None
 
 
-def test_226_missing(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_226_missing(replayed: Replayed) -> None:
     """All bytes and no 226: the replay sends the bytes and, like the server, no reply."""
 
     def client(address: Address) -> list[Any]:
@@ -442,11 +375,7 @@ def test_226_missing(
         ftp.close()
         return seen
 
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         client,
         NoCompletionReply(),
         proxy_options={"completion_timeout": 0.3},
@@ -455,9 +384,7 @@ def test_226_missing(
     assert cause == ["transfer.no_completion"]
 
 
-def test_stalled_transfer(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_stalled_transfer(replayed: Replayed) -> None:
     """200000 bytes, then nothing on an open data connection: the replay stalls the same way."""
 
     def client(address: Address) -> list[Any]:
@@ -476,11 +403,7 @@ def test_stalled_transfer(
         ftp.close()
         return seen
 
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         client,
         server={"handler_base": StallingHandler},
         proxy_options={"data": DataTimeouts(progress=0.1)},
@@ -504,19 +427,13 @@ def test_recorded_bytes_are_served(
     replay_matches(ftpdiag_proxy, ftpdiag_replay, log, client, live)
 
 
-def test_odd_multiline_reply(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_odd_multiline_reply(replayed: Replayed) -> None:
     """A 214 whose inner line starts '211 ' comes back as it was, and is diagnosed again."""
 
     def helper(ftp: ftplib.FTP, seen: list[Any]) -> None:
         seen.append(ftp.sendcmd("HELP"))
 
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         ftplib_session(helper),
         server={"handler_base": InnerCodeHelpHandler},
     )
@@ -524,9 +441,7 @@ def test_odd_multiline_reply(
     assert cause == ["protocol.multiline_mismatch"]
 
 
-def test_greeting_missing(
-    serve: Any, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay, tmp_path: Path
-) -> None:
+def test_greeting_missing(replayed: Replayed) -> None:
     """A server that never speaks: the replay is silent too, and ftpdiag times it out alike."""
 
     def client(address: Address) -> list[Any]:
@@ -538,11 +453,7 @@ def test_greeting_missing(
         finally:
             ftp.close()
 
-    seen, cause = scenario(
-        serve,
-        ftpdiag_proxy,
-        ftpdiag_replay,
-        tmp_path,
+    seen, cause = replayed(
         client,
         NoGreeting(),
         proxy_options={"greeting_timeout": 0.3},

@@ -20,7 +20,7 @@ import pytest
 
 from ftpdiag.testing import ProxyHandle, ReplayHandle
 from tests.fake_servers import FakeFTPServer, GreetingDelay, make_file
-from tests.test_replay_e2e import record
+from tests.test_replay_e2e import record, replay_matches
 from tests.test_rules_e2e import settle
 
 pytest_plugins = ["pytester"]
@@ -140,8 +140,9 @@ def test_greeting_delay_recorded_timing(
 def test_active_mode_loopback_only(
     tmp_path: Path, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay
 ) -> None:
-    """PORT to a loopback address: the replay connects and sends the recorded size; PORT to
-    any other address: refused with 425 and reported, never dialled."""
+    """PORT to a loopback address: the replay connects and sends the recorded size (straight,
+    and to ftpdiag's own PORT in front of it); PORT to any other address: refused with 425
+    and reported, never dialled."""
     served = tmp_path / "root"
     make_file(served, "small.bin", 1000, seed=2)
 
@@ -157,8 +158,7 @@ def test_active_mode_loopback_only(
     with FakeFTPServer(served) as server:
         live = record(ftpdiag_proxy, server.address, client, tmp_path / "s.jsonl")
     assert live.direct[-2] == 1000
-    replay = ftpdiag_replay(tmp_path / "s.jsonl")
-    assert client(replay.address) == live.direct
+    replay = replay_matches(ftpdiag_proxy, ftpdiag_replay, tmp_path / "s.jsonl", client, live)
     ftp = ftplib.FTP(timeout=TIMEOUT)
     ftp.connect(*replay.address)
     ftp.login("user", "secret")

@@ -13,10 +13,8 @@ address, and an active-mode connection is dialled only to a loopback address.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -45,6 +43,7 @@ from ftpdiag.replay.script import (
     Transfer,
     Unrecorded,
 )
+from ftpdiag.replay.tcp import is_loopback, unacked_bytes
 from ftpdiag.sandbox import HandlerThread
 
 Report = Callable[[str, dict[str, Any]], None]
@@ -73,29 +72,6 @@ class ReplayOptions:
     #: Where else to look for recorded data files: the input's directory, so a log sent with
     #: its ``--record-data`` files (in one folder) replays anywhere.
     data_dir: Path | None = None
-
-
-def unacked_bytes(sock: socket.socket) -> int:
-    """Bytes sent but not yet acknowledged by the peer (Linux SIOCOUTQ; 0 elsewhere), so a
-    reset comes after exactly the bytes meant to get through."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    import fcntl
-    import termios
-
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    value: int = struct.unpack("i", raw)[0]
-    return value
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.removeprefix("::ffff:")).is_loopback
-    except ValueError:
-        return False
 
 
 def _data_file(transfer: Transfer, data_dir: Path | None) -> Path | None:
