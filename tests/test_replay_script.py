@@ -237,3 +237,12 @@ def test_sessions_and_errors() -> None:
         build_script(records, "zz")
     with pytest.raises(ScriptError, match="no FTP session"):
         build_script([{"event": "proxy.listen"}])
+
+
+def test_dial_before_answering_port() -> None:
+    """A server that connected back before its 200 to PORT (pyftpdlib) is replayed so."""
+    records = [*LOGIN, cmd("PORT", "127,0,0,1,4,1"), ev("data.connect", pipe=1, side="server")]
+    records += [rep(200, "Active data connection established.", "PORT")]
+    records += [cmd("EPRT", "|1|127.0.0.1|1025|"), rep(200, "EPRT ok.", "EPRT")]
+    port, eprt = build_script(records).steps[2:]
+    assert port.dial_now and not eprt.dial_now

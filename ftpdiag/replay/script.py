@@ -94,6 +94,9 @@ class Step:
     final: tuple[RecordedReply, ...] = ()
     #: The server closed the control connection after the step (a 421, a drop mid-transfer).
     close: bool = False
+    #: PORT/EPRT: the server connected back before answering (pyftpdlib does), not at the
+    #: transfer command (vsftpd does).
+    dial_now: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -186,6 +189,7 @@ class _Draft:
     stalled: bool = False
     progress: Any = None
     close: bool = False
+    dial_now: bool = False
 
     @property
     def answered(self) -> bool:
@@ -242,6 +246,9 @@ class _Builder:
             draft = self.by_pipe.get(record.get("pipe"))
             if draft is not None and isinstance(record.get("file"), str):
                 draft.data_file = str(record["file"])
+        elif event == "data.connect" and record.get("side") == "server" and self.drafts:
+            last = self.drafts[-1]
+            last.dial_now |= last.verb in ("PORT", "EPRT") and not last.answered
         elif event == "control.closed" and record.get("side") == "server":
             if self.drafts:
                 self.drafts[-1].close = True
@@ -355,6 +362,7 @@ def _step(draft: _Draft) -> Step:
         transfer,
         tuple(draft.final),
         draft.close,
+        draft.dial_now,
     )
 
 

@@ -258,11 +258,16 @@ class _ActiveDialler(Connector):  # type: ignore[misc]
         self._fileno = None
         self.socket = None
         self.connected = False
+        self.handed_over = True
         self.owner.data_connected(_DataConnection(sock, self.owner))
+
+    def handle_write(self) -> None:
+        """asyncore writes right after connecting; the socket has moved on by then."""
 
     def handle_error(self) -> None:
         self.close()
-        self.owner.data_connected(None)
+        if not getattr(self, "handed_over", False):
+            self.owner.data_connected(None)
 
     def handle_close(self) -> None:
         self.handle_error()
@@ -356,7 +361,10 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
         advance()
 
     def _step_actions(self, step: Step, started: float) -> list[Action]:
-        actions = [self._reply_action(r, started, step) for r in step.preliminary]
+        actions: list[Action] = []
+        if step.dial_now and self.active is not None and is_loopback(self.active[0]):
+            actions.append(self._dial_now)
+        actions += [self._reply_action(r, started, step) for r in step.preliminary]
         transfer = step.transfer
         if transfer is not None:
             actions.append(lambda done: self._transfer(transfer, done))
@@ -385,6 +393,16 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
                 send()
 
         return act
+
+    def _dial_now(self, done: Callable[[], None]) -> None:
+        """Connect back before answering PORT, as the recorded server did."""
+        assert self.active is not None
+
+        def connected(conn: _DataConnection | None) -> None:
+            done()
+
+        self.waiting_data = connected
+        _ActiveDialler(self, self.active)
 
     def _no_transfer(self, done: Callable[[], None]) -> None:
         """Refused before any data moved (550, 425): the data connection is just closed."""
