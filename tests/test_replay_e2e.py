@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ftplib
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -460,3 +461,18 @@ def test_greeting_missing(replayed: Replayed) -> None:
     )
     assert len(seen) == 1 and seen[0].startswith("error_temp: 421") and "greeting" in seen[0]
     assert cause == ["greeting.missing"]
+
+
+def test_upload_reset(replayed: Replayed) -> None:
+    """An upload the server resets after 100000 bytes: the replay reads as many, then RST."""
+
+    def upload(ftp: ftplib.FTP, seen: list[Any]) -> None:
+        try:
+            # Far more than socket buffers hold, so the client surely meets the reset.
+            seen.append(ftp.storbinary("STOR up.bin", io.BytesIO(bytes(32 * BIG))))
+        except (ftplib.Error, OSError) as exc:
+            seen.append(_outcome(exc))
+
+    seen, cause = replayed(ftplib_session(upload), ResetDataAfter(100_000))
+    assert seen[2] in ("ConnectionResetError", "BrokenPipeError") or "426" in seen[2]
+    assert cause[0] is not None
