@@ -233,11 +233,12 @@ def test_wrong_password_ftplib(replayed: Replayed) -> None:
 
 
 def wrong_password(user: str = USER) -> Client:
-    """ftplib logging in as ``user`` with a wrong password."""
+    """ftplib logging in as ``user`` with a wrong password (patiently: Pure-FTPd waits about
+    four seconds, sometimes more, before its 530)."""
 
     def run(address: Address) -> list[Any]:
         seen: list[Any] = []
-        ftp = ftplib.FTP(timeout=TIMEOUT)
+        ftp = ftplib.FTP(timeout=15)
         try:
             seen.append(ftp.connect(*address))
             ftp.login(user, "wrong")
