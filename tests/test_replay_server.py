@@ -271,3 +271,36 @@ def test_recorded_bytes_found_next_to_the_log(tmp_path: Path, ftpdiag_replay: Re
     log = tmp_path / "s.jsonl"
     log.write_text(download_log(len(payload), 1, data_file="elsewhere/ab12-1.bin"))
     assert fetch(ftpdiag_replay(log).address) == payload
+
+
+@pytest.mark.parametrize("kind", ["refused", "timeout"])
+def test_data_connection_refused_or_never_accepted(
+    tmp_path: Path, ftpdiag_replay: Replay, kind: str
+) -> None:
+    """A recorded server that refused the data connection advertises a port nothing listens
+    on; one that never accepted it leaves the client's connection unanswered; then 425."""
+    start = {"pipe": 1, "command": "RETR", "path": "f.bin", "direction": "download"}
+    end = {"bytes": 0, "outcome": 425, "server_end": "never"}
+    log = tmp_path / "s.jsonl"
+    log.write_text(
+        LOGIN_LOG.split(line("command", verb="QUIT", arg=""))[0]
+        + line("data.failed", pipe=1, side="server", kind=kind, detail="")
+        + line("command", verb="RETR", arg="f.bin")
+        + line("transfer.start", **start)
+        + reply(425, "Can't open data connection.", "RETR")
+        + line("transfer.end", **start, **end)
+    )
+    replay = ftpdiag_replay(log)
+    ftp = ftplib.FTP(timeout=1)
+    ftp.connect(*replay.address)
+    ftp.login("alice", "x")
+    address = ftplib.parse227(ftp.sendcmd("PASV"))
+    if kind == "refused":
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=1)
+    else:
+        with socket.create_connection(address, timeout=1) as data, pytest.raises(TimeoutError):
+            data.recv(1)
+    with pytest.raises(ftplib.error_temp, match=r"^425"):
+        ftp.sendcmd("RETR f.bin")
+    ftp.close()
