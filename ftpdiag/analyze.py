@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.capture import CaptureError, capture_sessions, looks_like_capture
 from ftpdiag.rules.engine import Diagnoser
 
 
@@ -34,10 +35,16 @@ def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dic
 def read_records(path: Path, warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """The facts of an input file, as records shaped like the proxy's JSON lines: what
     ``analyze`` diagnoses and ``replay`` serves. Lines that are not JSON objects are skipped
-    with a warning (on stderr unless ``warn`` is given); raises OSError when unreadable."""
+    with a warning (on stderr unless ``warn`` is given); a packet capture gives the sessions
+    rebuilt from it. Raises OSError when unreadable, CaptureError for a damaged capture."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if looks_like_capture(head):  # a packet capture: rebuilt sessions, not JSON lines
+        return [r for session in capture_sessions(str(path)) for r in session]
     say = warn or (lambda text: print(f"ftpdiag: warning: {text}", file=sys.stderr))
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8", errors="replace")  # binary junk: "not JSON" lines
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -59,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
         return 2
+    except CaptureError as exc:
+        print(f"ftpdiag: error: {args.log}: {exc}", file=sys.stderr)
+        return 2
     results = analyze_records(records, args.lang or "en")
     if args.format == "json":
         for result in results:
@@ -71,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
-    p.add_argument("log", help="a file written with --log-file")
+    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log or a packet capture")
+    p.add_argument("log", help="a file written with --log-file, or a pcap/pcapng capture")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--lang", choices=("en", "vi"))
     p.set_defaults(func=run)

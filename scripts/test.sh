@@ -15,7 +15,10 @@
 #      whose servers are missing are skipped (or fail when CI is set).
 #   2. `pip install -e '.[test]'` (into ./.venv when the interpreter is externally managed,
 #      as Debian's /usr/bin/python3 is).
-#   3. `python -m pytest "$@"`, exiting with pytest's status.
+#   3. `python -m pytest "$@"`, exiting with pytest's status. The suite includes the product
+#      as a user installs it (tests/test_install.py): the sdist and wheel built from the
+#      tracked files, the wheel installed (not editable) into a fresh venv with a fresh HOME,
+#      and its commands and `ftpdiag proxy` run from another directory with ftplib, curl, lftp.
 #
 # Environment: PYTHON=interpreter to use (default: python, else python3).
 set -euo pipefail
@@ -31,7 +34,9 @@ LOG=$DEBS_DIR/setup.log
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-APT_PKGS=(curl lftp openssl ca-certificates)
+# tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
+# bench/capture.py compares ftpdiag analyze with (installed without its setuid helper).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)
@@ -156,6 +161,8 @@ else
         [[ " ${installed[*]} " == *" $p "* ]] || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
+        echo "wireshark-common wireshark-common/install-setuid boolean false" |
+            debconf-set-selections 2>>"$LOG" || true
         apt_lists_ready || apt_update || fail "apt-get update"
         apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}" ||
             fail "apt-get install ${missing[*]}"

@@ -11,6 +11,7 @@ CORE = Path(__file__).parent.parent / "ftpdiag" / "core"
 PURE = [
     *CORE.glob("*.py"),
     *(CORE.parent / "rules").glob("*.py"),
+    *(CORE.parent / "capture").glob("*.py"),  # packets in, facts out: no sockets either
     CORE.parent / "replay" / "script.py",
 ]
 FORBIDDEN = ("twisted", "structlog", "socket", "asyncio", "pyftpdlib")

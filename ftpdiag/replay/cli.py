@@ -13,6 +13,7 @@ from typing import Any
 
 def run(args: argparse.Namespace) -> int:
     from ftpdiag.analyze import read_records
+    from ftpdiag.capture import CaptureError
     from ftpdiag.logconfig import configure, emit
     from ftpdiag.replay.script import ScriptError, build_script, sessions_in
     from ftpdiag.replay.server import ReplayOptions, ReplayServer
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return 2
-    except ScriptError as exc:
+    except (ScriptError, CaptureError) as exc:
         print(f"ftpdiag: error: {args.input}: {exc}", file=sys.stderr)
         return 2
     options = ReplayOptions(
