@@ -353,8 +353,10 @@ def _step(draft: _Draft) -> Step:
     elif draft.transfer is not None:
         # The session ended before the transfer did: what moved is unknown, the end is not.
         transfer = _transfer(draft, {"bytes": 0, "server_end": "closed"})
-    if not draft.preliminary and (transfer is None or transfer.ending not in ("refused", "never")):
-        transfer = None  # refused before any data moved (550, 425): no data to serve
+    if not draft.preliminary and draft.failed is None:
+        # Answered before any data moved (550, or a 425 of the server's own): no data to
+        # serve. Kept when the recorded data connection itself failed (refused, unanswered).
+        transfer = None
     return Step(
         draft.verb,
         draft.arg,

@@ -238,6 +238,14 @@ class _PassiveListener(Acceptor):  # type: ignore[misc]
         self.close()
         self.owner.data_connected(_DataConnection(sock, self.owner))
 
+    def close_gently(self) -> None:
+        """Close, first taking a connection the kernel already completed, and closing it
+        with a FIN: a listener closed over its queue would reset it instead."""
+        with contextlib.suppress(OSError):
+            sock, _ = self.socket.accept()
+            sock.close()
+        self.close()
+
 
 class _ActiveDialler(Connector):  # type: ignore[misc]
     """Connects to the client's PORT/EPRT address (loopback only, checked by the caller)."""
@@ -486,7 +494,7 @@ class ReplayHandler(FTPHandler):  # type: ignore[misc]
 
     def _close_data(self) -> None:
         if self.listener is not None:
-            self.listener.close()
+            self.listener.close_gently()
             self.listener = None
         if self.data is not None:
             self.data.close()
