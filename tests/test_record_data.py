@@ -27,7 +27,8 @@ def test_tap_caps_and_protects(tmp_path: Path) -> None:
     tap.write(b"789abc")
     tap.close()
     tap.close()
-    path = tmp_path / "d" / "ab12-3.bin"
+    (path,) = (tmp_path / "d").iterdir()
+    assert path.name.startswith("ab12-3-") and path.suffix == ".bin"
     assert path.read_bytes() == b"0123456789" and path.stat().st_mode & 0o777 == 0o600
     assert records == [
         {"pipe": 3, "file": str(path), "bytes": 10, "truncated": True, "error": None}

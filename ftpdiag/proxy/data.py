@@ -5,7 +5,7 @@ Each end is accepted on a one-shot listener or dialled. The end that connects fi
 are registered as each other's streaming producers, so a slow reader slows the writer and the
 proxy holds at most about one read buffer per direction. Closure is mirrored: an EOF becomes a
 flushed close on the other end, a reset becomes an abort. The only per-chunk work is a length
-addition and a write.
+addition and a write (and, with ``--record-data``, the tap's copy: such pipes are not spliced).
 """
 
 from __future__ import annotations

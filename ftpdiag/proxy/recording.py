@@ -11,6 +11,7 @@ with ``os.splice``: the bytes must pass through Python to be kept. When the pipe
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,10 @@ class DataRecording:
     tls: bool = False
 
     def tap(self, session: str, pipe: int, emit: Callable[[dict[str, Any]], None]) -> DataTap:
-        return DataTap(self, self.directory / f"{session}-{pipe}.bin", pipe, emit)
+        # Session ids are short: a random part keeps an earlier run's file from being
+        # overwritten (the file is also created exclusively).
+        name = f"{session}-{pipe}-{secrets.token_hex(3)}.bin"
+        return DataTap(self, self.directory / name, pipe, emit)
 
 
 class DataTap:
@@ -62,7 +66,7 @@ class DataTap:
         try:
             if self.fd is None:
                 self.recording.directory.mkdir(parents=True, exist_ok=True)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 self.fd = os.open(self.path, flags, 0o600)
             chunk = data[:room]
             os.write(self.fd, chunk)
