@@ -304,3 +304,30 @@ def test_data_connection_refused_or_never_accepted(
     with pytest.raises(ftplib.error_temp, match=r"^425"):
         ftp.sendcmd("RETR f.bin")
     ftp.close()
+
+
+def test_console_lines() -> None:
+    """The console shows where the replay listens and what it serves, and each unexpected
+    command with what the recording expected."""
+    from ftpdiag.console import ConsoleRenderer
+
+    render = ConsoleRenderer(color=False)
+    listen = {
+        "event": "replay.listen",
+        "listen": "127.0.0.1:40000",
+        "input": "s.jsonl",
+        "timing": "fast",
+        "session": "ab12",
+        "sessions": ["ab12", "cd34"],
+        "greeting": 220,
+        "commands": 4,
+        "flexible": ["FEAT", "TYPE"],
+        "transfers": ["RETR f.bin 5000 B eof"],
+        "closes": True,
+    }
+    text = render(listen)
+    assert "ftpdiag replay listening on 127.0.0.1:40000 (timing fast)" in text
+    assert "greeting 220, 4 commands in order" in text and "FEAT TYPE" in text
+    assert "transfer RETR f.bin 5000 B eof" in text and "--session): ab12 cd34" in text
+    line = render({"event": "replay.unmatched", "actual": "CWD /x", "expected": "PASV"})
+    assert "✗ unexpected CWD /x (recording expects PASV): 500" in line
