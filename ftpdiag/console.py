@@ -194,6 +194,12 @@ class ConsoleRenderer:
         lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
         return "\n".join(wrap.fill(line) for line in lines)
 
+    def _report_written(self, ev: Mapping[str, Any]) -> str:
+        return f"⇄ report written {ev.get('path')}"
+
+    def _report_failed(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
+
     def _replay_listen(self, ev: Mapping[str, Any]) -> str:
         greeting = ev.get("greeting") or "none (the server never spoke)"
         lines = [

@@ -260,7 +260,7 @@ def start_replay(
     from ftpdiag.replay.script import build_script
     from ftpdiag.replay.server import ReplayOptions, ReplayServer
 
-    records = source if isinstance(source, list) else read_records(Path(source))
+    records = source if isinstance(source, list) else read_records([str(source)])
     script = build_script(records, session)
     handle = ReplayHandle(address=listen, script=script)
     if not isinstance(source, list):

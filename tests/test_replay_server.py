@@ -177,12 +177,15 @@ def run_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_bad_input(tmp_path: Path) -> None:
-    """A missing file, a file with no session, an unknown session: one error line, status 2."""
+    """A missing file, a file with no session, binary junk, an unknown session: one error
+    line, status 2."""
     (tmp_path / "empty.jsonl").write_text(line("proxy.listen", listen="x"))
+    (tmp_path / "junk.bin").write_bytes(bytes(range(256)))
     (tmp_path / "s.jsonl").write_text(LOGIN_LOG)
     cases = [
         ([str(tmp_path / "nope.jsonl")], "cannot read"),
         ([str(tmp_path / "empty.jsonl")], "no FTP session"),
+        ([str(tmp_path / "junk.bin")], "not a log or a capture"),
         ([str(tmp_path / "s.jsonl"), "--session", "zz"], "no session 'zz'"),
     ]
     for args, message in cases:

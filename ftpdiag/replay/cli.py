@@ -20,12 +20,20 @@ def run(args: argparse.Namespace) -> int:
 
     configure(sys.stderr, args.log_format or ("console" if sys.stderr.isatty() else "json"))
     try:
-        records = read_records(Path(args.input))
+        records = read_records([str(args.input)])
         script = build_script(records, args.session)
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return 2
-    except (ScriptError, CaptureError) as exc:
+    except CaptureError as exc:  # its message names the file
+        print(f"ftpdiag: error: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(
+            f"ftpdiag: error: {args.input}: not a log or a capture ftpdiag reads", file=sys.stderr
+        )
+        return 2
+    except ScriptError as exc:
         print(f"ftpdiag: error: {args.input}: {exc}", file=sys.stderr)
         return 2
     options = ReplayOptions(
