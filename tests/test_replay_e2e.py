@@ -32,6 +32,7 @@ from tests.fake_servers import (
     NoGreeting,
     Reply,
     ResetDataAfter,
+    Unsolicited,
 )
 from tests.test_rules_e2e import InnerCodeHelpHandler, StallingHandler, root, serve, settle
 
@@ -483,3 +484,15 @@ def test_upload_reset(replayed: Replayed) -> None:
     )
     assert seen[2] in ("ConnectionResetError", "BrokenPipeError") or "426" in seen[2]
     assert cause[0] is not None
+
+
+def test_line_that_is_no_reply(replayed: Replayed) -> None:
+    """A server line without a reply code after the NOOP's 200 comes back as it was."""
+
+    def noop(ftp: ftplib.FTP, seen: list[Any]) -> None:
+        seen.append(ftp.voidcmd("NOOP"))
+        seen.append(ftp.getline())
+
+    seen, cause = replayed(ftplib_session(noop), Unsolicited("this is not a reply", "NOOP"))
+    assert seen[2:4] == ["200 I successfully did nothing'.", "this is not a reply"]
+    assert cause == ["protocol.malformed_reply"]

@@ -246,3 +246,11 @@ def test_dial_before_answering_port() -> None:
     records += [cmd("EPRT", "|1|127.0.0.1|1025|"), rep(200, "EPRT ok.", "EPRT")]
     port, eprt = build_script(records).steps[2:]
     assert port.dial_now and not eprt.dial_now
+
+
+def test_line_that_is_no_reply_goes_out_as_is() -> None:
+    """``protocol.malformed_reply`` text is sent back as the bare line the server sent."""
+    records = [*LOGIN, cmd("NOOP"), rep(200, "ok", "NOOP")]
+    records.append(ev("protocol.malformed_reply", text="this is not a reply"))
+    (noop,) = build_script(records).flexible[("NOOP", "")]
+    assert [r.wire for r in noop.final] == [b"200 ok\r\n", b"this is not a reply\r\n"]

@@ -60,9 +60,12 @@ class RecordedReply:
     def wire(self) -> bytes:
         """The reply's bytes: RFC 959 §4.2 form, the first and last lines carrying the code.
         Inner lines are kept as recorded, so a line that looks like another code's end (the
-        evidence of a ``mismatched_codes`` reply) goes out again exactly."""
+        evidence of a ``mismatched_codes`` reply) goes out again exactly. Code 0 is a line the
+        server sent that was no reply at all (``protocol.malformed_reply``): sent as it was."""
         lines = self.text.split("\n")
-        if len(lines) == 1:
+        if self.code == 0:
+            out = lines
+        elif len(lines) == 1:
             out = [f"{self.code} {lines[0]}"]
         else:
             out = [f"{self.code}-{lines[0]}", *lines[1:-1], f"{self.code} {lines[-1]}"]
@@ -216,6 +219,8 @@ class _Builder:
             self.drafts.append(_Draft(verb, str(record.get("arg") or ""), _seconds(record)))
         elif event == "reply":
             self._reply(record)
+        elif event == "protocol.malformed_reply":
+            self._reply({**record, "code": 0, "unsolicited": True})
         elif event == "transfer.start":
             draft = self._open_for(str(record.get("command", "")))
             if draft is not None:
