@@ -32,6 +32,7 @@ from tests.fake_servers import (
     NoGreeting,
     Reply,
     ResetDataAfter,
+    SlowData,
     Unsolicited,
 )
 from tests.test_rules_e2e import InnerCodeHelpHandler, StallingHandler, root, serve, settle
@@ -496,3 +497,24 @@ def test_line_that_is_no_reply(replayed: Replayed) -> None:
     seen, cause = replayed(ftplib_session(noop), Unsolicited("this is not a reply", "NOOP"))
     assert seen[2:4] == ["200 I successfully did nothing'.", "this is not a reply"]
     assert cause == ["protocol.malformed_reply"]
+
+
+def test_client_abor_mid_download(replayed: Replayed) -> None:
+    """The client sends ABOR mid-download from a slow server: the replay's download ends as
+    the recorded one did (the client hung up first) and ABOR gets 426 then 226, as pyftpdlib
+    answered it."""
+
+    def client(address: Address) -> list[Any]:
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        seen: list[Any] = [ftp.connect(*address), ftp.login(USER, PASSWORD)]
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("RETR big.bin")
+        seen.append(len(conn.recv(10_000)) > 0)
+        seen.append(ftp.abort())
+        conn.close()
+        seen += [ftp.getresp(), ftp.quit()]
+        return seen
+
+    seen, cause = replayed(client, SlowData(200_000))
+    assert seen[3].startswith("426") and seen[4].startswith("226")
+    assert cause == ["transfer.aborted"]
