@@ -17,6 +17,7 @@ from ftpdiag.rules.catalog import default_lang
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
+    from ftpdiag.report.collect import ReportSink
 
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
@@ -187,6 +188,31 @@ def _add_proxy(sub: Any) -> None:
     p.add_argument(
         "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
     )
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="write an HTML report of each session to DIR when it closes",
+    )
+    rec = p.add_argument_group("recording data (for ftpdiag replay)")
+    rec.add_argument(
+        "--record-data",
+        type=Path,
+        metavar="DIR",
+        help="keep the bytes the server sends on each data connection in DIR (files 0600)",
+    )
+    rec.add_argument(
+        "--record-data-max",
+        type=int,
+        default=64 << 20,
+        metavar="BYTES",
+        help="keep at most BYTES of each transfer (default 64 MiB)",
+    )
+    rec.add_argument(
+        "--record-tls-data",
+        action="store_true",
+        help="also keep the bytes of TLS-protected (PROT P) data connections",
+    )
     tls = p.add_argument_group("TLS (FTPS)")
     tls.add_argument(
         "--listen-tls",
@@ -236,20 +262,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
+    from ftpdiag.replay import cli as replay_cli
+    from ftpdiag.report import cli as report_cli
 
     knowledge_cli.register(sub)
     analyze.register(sub)
+    replay_cli.register(sub)
+    report_cli.register(sub)
     demo.register(sub)
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
-    from ftpdiag.logconfig import configure
+def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, ReportSink | None]:
+    from ftpdiag.logconfig import configure, emit
+    from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    configure(sys.stderr, fmt, log_file, verbosity=-1 if args.quiet else (1 if args.verbose else 0))
-    return log_file
+    reports = None
+    if args.report_dir:
+        reports = ReportSink(args.report_dir, args.lang or default_lang(), emit, background=True)
+    configure(
+        sys.stderr,
+        fmt,
+        log_file,
+        verbosity=-1 if args.quiet else (1 if args.verbose else 0),
+        outputs=[reports] if reports else (),
+    )
+    return log_file, reports
 
 
 def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
@@ -290,11 +330,12 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.access import AccessPolicy
     from ftpdiag.proxy.control import ProxySettings
     from ftpdiag.proxy.data import DataTimeouts
+    from ftpdiag.proxy.recording import DataRecording
     from ftpdiag.proxy.server import start_proxy
     from ftpdiag.proxy.upstream import UpstreamConnector
 
     try:
-        log_file = _configure_logging(args)
+        log_file, reports = _configure_logging(args)
     except OSError as exc:
         print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
         return 2
@@ -328,6 +369,11 @@ def run_proxy(args: argparse.Namespace) -> int:
         data=DataTimeouts(connect=args.data_timeout, stall=args.data_stall_timeout),
         access=AccessPolicy(
             tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client
+        ),
+        record_data=(
+            DataRecording(args.record_data, args.record_data_max, args.record_tls_data)
+            if args.record_data is not None
+            else None
         ),
     )
     connector = UpstreamConnector(reactor, timeout=args.connect_timeout)
@@ -363,6 +409,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         sandbox.stop()
         assert tmp is not None
         tmp.cleanup()
+    if reports is not None:
+        reports.finish()  # the reports of the sessions that shutdown closed, and their lines
     if log_file is not None:
         with contextlib.suppress(OSError):  # a full disk was already reported by the sink
             log_file.close()

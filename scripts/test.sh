@@ -5,7 +5,8 @@
 #
 # What it does (idempotent; quiet on success, setup log shown on failure):
 #   1. As root on Debian: apt-installs the clients and libraries the interop suite needs
-#      (curl, lftp, openssl and the shared libraries of the FTP servers) and fetches the FTP
+#      (curl, lftp, wget, tnftp, ncftp, rclone, openssh-client, openssl and the shared libraries of
+#      the FTP servers; the accuracy matrix runs each of those clients) and fetches the FTP
 #      servers themselves (vsftpd, proftpd-core, proftpd-mod-crypto, pure-ftpd) with
 #      `apt-get download`, unpacking them with `dpkg -x` into the folder tests/interop/.debs/root
 #      The servers are never apt-installed: they all declare `Conflicts: ftp-server`, so apt
@@ -34,7 +35,12 @@ LOG=$DEBS_DIR/setup.log
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-APT_PKGS=(curl lftp openssl ca-certificates)
+# tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
+# bench/capture.py compares ftpdiag analyze with (installed without its setuid helper);
+# chromium runs the HTML report's browser tests (tests/test_report_browser.py); wget, tnftp,
+# ncftp, rclone and openssh-client are clients of the accuracy matrix (tests/accuracy).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark chromium wget tnftp ncftp openssh-client
+    rclone)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)
@@ -159,6 +165,8 @@ else
         [[ " ${installed[*]} " == *" $p "* ]] || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
+        echo "wireshark-common wireshark-common/install-setuid boolean false" |
+            debconf-set-selections 2>>"$LOG" || true
         apt_lists_ready || apt_update || fail "apt-get update"
         apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}" ||
             fail "apt-get install ${missing[*]}"
