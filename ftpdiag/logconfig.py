@@ -22,34 +22,21 @@ import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
+from ftpdiag.core.facts import FACTS
 
 EventDict = MutableMapping[str, Any]
-DEBUG_EVENTS = frozenset(
-    {
-        "data.listen",
-        "data.connect",
-        "data.close",
-        "data.passive",
-        "upstream.connect",
-        "control.closed",
-    }
-)
 SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
-
-
-WARNING_EVENTS = frozenset({"proxy.exposed", "tls.insecure", "proxy.internal_error"})
+_LEVEL_OF = {spec.name: spec.level for spec in FACTS}
 
 
 def level_of(event: str, fields: dict[str, Any]) -> str:
-    """The log level of a record: diagnoses by severity, data-channel detail at debug."""
-    if event in WARNING_EVENTS:
-        return "warning"
-    if event == "diagnosis":
+    """The log level of a record, as ``core/facts.py`` says: diagnoses by their severity,
+    data-channel detail at debug; a record the vocabulary does not name logs at info."""
+    level = _LEVEL_OF.get(event, "info")
+    if level == "severity":
         return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
-    if event in DEBUG_EVENTS:
-        return "debug"
-    return "info"
+    return level
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:

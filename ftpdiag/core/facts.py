@@ -1,0 +1,303 @@
+"""The vocabulary of facts: every record the core, the glue and the engine write, named once.
+
+A fact is what the JSON-lines log holds (``event`` + fields) and what the diagnosis engine
+reads. Whatever produces facts (the live proxy, an importer of a client's log, a packet
+capture, a replay) and whatever consumes them (the checks' ``@handles``, ``rules/view.py``,
+the console renderer, the log levels, the README's event table) names them from here; a test
+(tests/test_facts.py) holds every consumer to this table, so a renamed event or field fails a
+test instead of silently changing what renders.
+
+Adding a fact is one entry in ``FACTS``; ``markdown_table()`` regenerates the README's table
+(``python -m ftpdiag.core.facts``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Level = Literal["debug", "info", "warning", "severity"]
+"""A fact's log level; ``severity`` means the record's own ``severity`` field decides."""
+
+COMMON_FIELDS = ("event", "timestamp", "level", "session")
+"""Fields the logging adds to every record (``session`` on a session's records)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FactSpec:
+    """One kind of fact: its name, the fields it may carry, its log level and what it says."""
+
+    name: str
+    fields: tuple[str, ...]
+    doc: str
+    level: Level = "info"
+    source: Literal["core", "glue", "engine"] = "core"
+
+    def row(self) -> str:
+        """This fact's row of the README's event table."""
+        level = "" if self.level in ("info", "severity") else f" ({self.level})"
+        fields = ", ".join(f"`{name}`" for name in self.fields)
+        return f"| `{self.name}`{level} | {fields} | {self.doc} |"
+
+
+_TRANSFER_START = ("pipe", "command", "path", "direction", "mode", "type", "rest")
+
+FACTS: tuple[FactSpec, ...] = (
+    # ---- the proxy as a whole (glue) --------------------------------------------------------
+    FactSpec(
+        "proxy.listen",
+        ("listen", "upstream", "sandbox", "user", "sandbox_password", "anonymous", "try_cmd"),
+        "the proxy is listening; the `sandbox` fields only with the built-in sandbox server",
+        source="glue",
+    ),
+    FactSpec(
+        "proxy.exposed",
+        ("listen", "hint"),
+        "listening beyond loopback without `--allow-client`",
+        "warning",
+        "glue",
+    ),
+    FactSpec(
+        "access.refused",
+        ("client", "reason"),
+        "refused by `--allow-client`/`--max-sessions*` (the client got 421)",
+        source="glue",
+    ),
+    FactSpec(
+        "proxy.internal_error",
+        ("error", "where"),
+        "a bug: with `session`, that session got 421 and the proxy went on; without, Twisted"
+        " reported a failure in the glue (`where` is its log namespace)",
+        "warning",
+        "glue",
+    ),
+    FactSpec(
+        "tls.ca",
+        ("ca", "created", "hint"),
+        "where the local CA is and how to trust it",
+        source="glue",
+    ),
+    FactSpec(
+        "tls.insecure",
+        ("upstream",),
+        "server certificate verification is off",
+        "warning",
+        "glue",
+    ),
+    # ---- one session (core) ------------------------------------------------------------
+    FactSpec("session.open", ("client", "upstream", "upstream_mode"), "a client connected"),
+    FactSpec("upstream.connect", ("local", "peer"), "the control connection is up", "debug"),
+    FactSpec(
+        "upstream.failed",
+        ("kind", "detail", "upstream"),
+        "the server could not be reached; `kind`: `refused`/`timeout`/`dns`/`unreachable`/`error`",
+    ),
+    FactSpec(
+        "command",
+        ("verb", "arg"),
+        "a client's command: `verb` upper-case, `arg` `****` for PASS and ACCT",
+    ),
+    FactSpec(
+        "reply",
+        (
+            "code",
+            "text",
+            "command",
+            "arg",
+            "latency_ms",
+            "state",
+            "unsolicited",
+            "mismatched_codes",
+            "idle_ms",
+            "meaning",
+        ),
+        "a server's reply: `text` all lines, codes stripped; `command` and `arg` it answers"
+        " (null for the greeting or an unsolicited reply); `state` tags such as `greeting`,"
+        " `logged_in`, `passive`, `transfer`, `abort`; `meaning` the catalog's title",
+    ),
+    FactSpec(
+        "proxy.reply",
+        ("code", "text", "command"),
+        "a reply ftpdiag itself gave the client",
+    ),
+    FactSpec("proxy.unsupported", ("verb", "instead"), "a command ftpdiag refuses to relay"),
+    FactSpec(
+        "data.passive",
+        ("pipe", "code", "advertised", "dialled", "control_peer"),
+        "the server's passive address and the one the proxy dials",
+        "debug",
+    ),
+    FactSpec(
+        "data.listen", ("pipe", "side", "address"), "a data listener of the proxy", "debug"
+    ),
+    FactSpec("data.connect", ("pipe", "side", "peer"), "one end of a data pipe is up", "debug"),
+    FactSpec(
+        "data.close",
+        ("pipe", "to_client", "to_server", "client_end", "server_end", "first_closed"),
+        "a data pipe is down; each end `eof`/`reset`/`closed`/`never`",
+        "debug",
+    ),
+    FactSpec(
+        "data.failed",
+        ("pipe", "side", "kind", "detail", "client_mode", "server_mode"),
+        "an end of a data pipe failed; `kind`: `refused`/`timeout`/`unreachable`/`listen`/`stall`",
+    ),
+    FactSpec(
+        "data.superseded",
+        ("pipe", "code"),
+        "a PASV/PORT replaced by a newer one before its reply came",
+    ),
+    FactSpec(
+        "data.setup_failed",
+        ("pipe", "server_mode", "code"),
+        "the server refused the data set-up command",
+    ),
+    FactSpec(
+        "data.fallback",
+        ("pipe", "to", "code"),
+        "`--upstream-mode auto`: the server refused passive mode, the proxy tries active",
+    ),
+    FactSpec("transfer.start", _TRANSFER_START, "a transfer command; `mode` is `{client, server}`"),
+    FactSpec(
+        "transfer.progress",
+        ("pipe", "command", "path", "bytes", "elapsed_ms", "rate_mbps"),
+        "a running transfer (every 5 s)",
+    ),
+    FactSpec(
+        "transfer.end",
+        (
+            *_TRANSFER_START,
+            "bytes",
+            "duration_ms",
+            "rate_mbps",
+            "outcome",
+            "client_end",
+            "server_end",
+            "first_closed",
+            "aborted_by",
+        ),
+        "a transfer is over; `outcome` the final reply code, or `closed`",
+    ),
+    FactSpec(
+        "transfer.no_completion",
+        ("pipe", "command", "path", "bytes", "waited_s"),
+        "the data is through but the final reply did not come",
+    ),
+    FactSpec(
+        "security.bounce_refused",
+        ("verb", "requested", "client"),
+        "a PORT/EPRT toward another host than the client's",
+    ),
+    FactSpec(
+        "security.data_theft_refused",
+        ("pipe", "side", "peer", "expected"),
+        "a data connection from an unexpected peer",
+    ),
+    FactSpec(
+        "protocol.line_too_long", ("side", "limit", "head"), "a control line over the limit"
+    ),
+    FactSpec("protocol.malformed_reply", ("text",), "a server line that is no reply"),
+    FactSpec(
+        "protocol.reply_too_long", ("code", "limit"), "a multi-line reply that never ended in time"
+    ),
+    FactSpec(
+        "protocol.bad_address",
+        ("side", "verb", "arg", "code", "text", "error"),
+        "an address in PORT/EPRT (client) or a PASV/EPSV reply (server) that does not parse",
+    ),
+    FactSpec(
+        "protocol.reply_unterminated",
+        ("code", "lines", "mismatched_codes"),
+        "a multi-line reply never ended before the connection did",
+    ),
+    FactSpec("greeting.timeout", ("seconds",), "the server sent no greeting in time"),
+    FactSpec(
+        "control.idle_timeout",
+        ("seconds", "awaiting", "transfer_stalled"),
+        "no activity for `--idle-timeout`; `awaiting` a command still unanswered",
+    ),
+    FactSpec(
+        "control.server_silent",
+        ("awaiting", "seconds"),
+        "the server left a command unanswered past `--idle-timeout`",
+    ),
+    FactSpec(
+        "control.closed",
+        ("side", "clean", "detail", "awaiting", "transfer_open"),
+        "one side closed its control connection",
+        "debug",
+    ),
+    FactSpec(
+        "tls.established",
+        (
+            "side",
+            "channel",
+            "pipe",
+            "version",
+            "cipher",
+            "resumed",
+            "peer_subject",
+            "peer_not_after",
+        ),
+        "a TLS handshake finished; `channel` is `control`/`data`",
+    ),
+    FactSpec(
+        "tls.failed",
+        ("side", "channel", "pipe", "reason", "detail", "prot_p"),
+        "a TLS handshake failed; `reason` e.g. `wrong host name`, `detail` OpenSSL's words",
+    ),
+    FactSpec(
+        "tls.upstream_refused",
+        ("command", "code", "text"),
+        "the server refused the proxy's AUTH TLS/PBSZ/PROT",
+    ),
+    FactSpec("tls.blind", ("reason",), "TLS pass-through: from here the proxy is blind"),
+    FactSpec(
+        "tls.blind_traffic", ("to_client", "to_server"), "pass-through: bytes relayed unread"
+    ),
+    FactSpec(
+        "session.close",
+        ("reason", "duration_ms", "commands", "replies", "replies_by_class", "transfers", "bytes"),
+        "the session is over",
+    ),
+    # ---- the diagnosis engine ------------------------------------------------------------
+    FactSpec(
+        "diagnosis",
+        ("code", "rule", "severity", "title", "explanation", "remedy", "evidence"),
+        "`rule` a stable id (e.g. `transfer.aborted`), `severity` `info`/`warning`/`error`"
+        " (also the log level), `evidence` what the rule used",
+        "severity",
+        "engine",
+    ),
+    FactSpec(
+        "session.summary",
+        (
+            "duration_ms",
+            "reason",
+            "commands",
+            "replies_by_class",
+            "transfers",
+            "transfer_bytes",
+            "transfer_rate_mbps",
+            "outcomes",
+            "diagnoses",
+            "root_cause",
+        ),
+        "after `session.close`: counts, `diagnoses` ranked by severity, `root_cause`",
+        source="engine",
+    ),
+)
+
+BY_NAME: dict[str, FactSpec] = {spec.name: spec for spec in FACTS}
+"""Event name → its spec."""
+
+TABLE_HEAD = "| event | fields | meaning |\n|---|---|---|"
+
+
+def markdown_table() -> str:
+    """The README's event table, one row per fact in ``FACTS`` order."""
+    return "\n".join([TABLE_HEAD, *(spec.row() for spec in FACTS)])
+
+
+if __name__ == "__main__":  # pragma: no cover - a maintainer's tool
+    print(markdown_table())
