@@ -20,7 +20,7 @@ from ftpdiag.rules.checks import CHECKS, FALLBACK
 
 PACKAGE = Path(__file__).parent.parent / "ftpdiag"
 README = PACKAGE.parent / "README.md"
-EMITTERS = {"_fact", "emit", "sink", "_emit"}
+EMITTERS = {"fact", "emit", "sink"}
 
 
 def _emitted() -> Iterator[tuple[str, str, set[str] | None]]:

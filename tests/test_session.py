@@ -123,10 +123,10 @@ def test_passive_reply_is_rewritten_to_the_proxy_listener() -> None:
 
 def test_use_pasv_address_dials_the_advertised_host() -> None:
     """With use_pasv_address the proxy trusts the 227 address."""
-    s, _ = logged_in()
+    s, _ = new_session(use_pasv_address=True)
+    s.handle(FromServer(b"220 hi\r\n"))
     s.handle(FromClient(b"PASV\r\n"))
     s.handle(DataListening(1, "client", ("127.0.0.1", 40100)))
-    s.config = SessionConfig(use_pasv_address=True)
     out = s.handle(FromServer(b"227 =10,0,0,5,19,137\r\n"))
     assert DialData(1, "server", ("10.0.0.5", 5001)) in out
 

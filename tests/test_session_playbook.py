@@ -1071,6 +1071,6 @@ def test_a_wrong_transcript_fails_with_a_diff() -> None:
 def test_an_undeclared_fact_fails() -> None:
     """The playbook holds every fact to core/facts.py: an unknown name fails the test."""
     pb = greeted()
-    pb.session._fact("no.such.fact", x=1)
+    pb.session.out.fact("no.such.fact", x=1)
     with pytest.raises(AssertionError, match=r"'no\.such\.fact' is not in"):
         bool(pb >> FromClient(b"NOOP\r\n"))
