@@ -32,6 +32,7 @@ from typing import Any
 
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
+    GREETING_TIMER,
     CancelTimer,
     Fact,
     FromClient,
@@ -205,10 +206,10 @@ def greeted(**config: Any) -> Playbook:
         << fact("session.open", client="127.0.0.1:50000", upstream="198.51.100.7:21")
         >> CONNECTED
         << fact("upstream.connect", local="192.0.2.1:40000", peer="198.51.100.7:21")
-        << StartTimer("greeting", 10.0)
+        << StartTimer(GREETING_TIMER, 10.0)
         >> FromServer(b"220 hi\r\n")
         << fact("reply", code=220, command=None, state=["greeting", "before_login"])
-        << CancelTimer("greeting")
+        << CancelTimer(GREETING_TIMER)
         << ToClient(b"220 hi\r\n")
     )
     return playbook

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 
 from ftpdiag.core.events import (
+    GREETING_TIMER,
+    IDLE_TIMER,
     BlindTraffic,
     CancelTimer,
     CloseControl,
@@ -32,6 +34,7 @@ from ftpdiag.core.events import (
     ToServer,
     UpstreamConnected,
     UpstreamFailed,
+    completion_timer,
 )
 from tests.playbook import Playbook, Start, Wait, fact, greeted, logged_in
 
@@ -110,7 +113,7 @@ def test_pasv_download_holds_the_final_reply_until_the_data_is_through() -> None
             arg="f",
             state=["logged_in", "passive", "transfer"],
         )
-        << CancelTimer(name="completion:1")
+        << CancelTimer(completion_timer(1))
         << FinishData(pipe=1, abort=False)
         >> FromClient(b"NOOP\r\n")
         << fact("command", verb="NOOP", arg="")
@@ -269,7 +272,7 @@ def test_port_becomes_pasv_toward_the_server_in_passive_upstream_mode() -> None:
             server_end="eof",
             first_closed="client",
         )
-        << StartTimer(name="completion:1", seconds=30.0)
+        << StartTimer(completion_timer(1), 30.0)
         >> FromServer(b"226 stored\r\n")
         << fact(
             "reply",
@@ -279,7 +282,7 @@ def test_port_becomes_pasv_toward_the_server_in_passive_upstream_mode() -> None:
             arg="up",
             state=["logged_in", "active"],
         )
-        << CancelTimer(name="completion:1")
+        << CancelTimer(completion_timer(1))
         << ToClient(b"226 stored\r\n")
         << fact(
             "transfer.end",
@@ -457,7 +460,7 @@ def test_a_transfer_after_abor_gets_426_and_226_at_once() -> None:
             arg="f",
             state=["logged_in", "passive", "transfer", "abort"],
         )
-        << CancelTimer(name="completion:1")
+        << CancelTimer(completion_timer(1))
         << FinishData(pipe=1, abort=True)
         << ToClient(b"426 aborted\r\n")
         << fact(
@@ -572,7 +575,7 @@ def test_a_stall_turns_the_held_success_reply_into_426() -> None:
             arg="f",
             state=["logged_in", "passive", "transfer"],
         )
-        << CancelTimer(name="completion:1")
+        << CancelTimer(completion_timer(1))
         << FinishData(pipe=1, abort=False)
         >> DataFailed(pipe=1, side="client", kind="stall", detail="no data for 300 s")
         << fact(
@@ -737,8 +740,8 @@ def test_a_missing_completion_reply_is_reported_after_the_timer() -> None:
             server_end="eof",
             first_closed="server",
         )
-        << StartTimer(name="completion:1", seconds=30.0)
-        >> TimerFired(name="completion:1")
+        << StartTimer(completion_timer(1), 30.0)
+        >> TimerFired(completion_timer(1))
         << fact("transfer.no_completion", pipe=1, command="RETR", path="f", bytes=10, waited_s=30.0)
     )
 
@@ -757,8 +760,8 @@ def test_no_greeting_times_out_with_421() -> None:
         )
         >> UpstreamConnected(local=("192.0.2.1", 40000), peer=("198.51.100.7", 21))
         << fact("upstream.connect", local="192.0.2.1:40000", peer="198.51.100.7:21")
-        << StartTimer(name="greeting", seconds=10.0)
-        >> TimerFired(name="greeting")
+        << StartTimer(GREETING_TIMER, 10.0)
+        >> TimerFired(GREETING_TIMER)
         << fact("greeting.timeout", seconds=10.0)
         << fact(
             "proxy.reply",
@@ -786,24 +789,24 @@ def test_an_idle_control_connection_is_closed() -> None:
         )
         >> UpstreamConnected(local=("192.0.2.1", 40000), peer=("198.51.100.7", 21))
         << fact("upstream.connect", local="192.0.2.1:40000", peer="198.51.100.7:21")
-        << StartTimer(name="greeting", seconds=10.0)
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(GREETING_TIMER, 10.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         >> FromServer(b"220 hi\r\n")
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         << fact(
             "reply", code=220, text="hi", command=None, arg=None, state=["greeting", "before_login"]
         )
-        << CancelTimer(name="greeting")
+        << CancelTimer(GREETING_TIMER)
         << ToClient(b"220 hi\r\n")
         >> FromClient(b"NOOP\r\n")
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         << fact("command", verb="NOOP", arg="")
         << ToServer(b"NOOP\r\n")
         >> FromServer(b"200 ok\r\n")
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         << fact("reply", code=200, text="ok", command="NOOP", arg="", state=["before_login"])
         << ToClient(b"200 ok\r\n")
-        >> TimerFired(name="idle")
+        >> TimerFired(IDLE_TIMER)
         << fact("control.idle_timeout", seconds=60.0, awaiting=None, transfer_stalled=False)
         << fact(
             "proxy.reply", code=421, text="ftpdiag: no activity for 60 s; closing.", command=None
@@ -828,21 +831,21 @@ def test_a_silent_server_is_named_when_the_idle_timer_fires() -> None:
         )
         >> UpstreamConnected(local=("192.0.2.1", 40000), peer=("198.51.100.7", 21))
         << fact("upstream.connect", local="192.0.2.1:40000", peer="198.51.100.7:21")
-        << StartTimer(name="greeting", seconds=10.0)
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(GREETING_TIMER, 10.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         >> FromServer(b"220 hi\r\n")
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         << fact(
             "reply", code=220, text="hi", command=None, arg=None, state=["greeting", "before_login"]
         )
-        << CancelTimer(name="greeting")
+        << CancelTimer(GREETING_TIMER)
         << ToClient(b"220 hi\r\n")
         >> FromClient(b"NOOP\r\n")
-        << StartTimer(name="idle", seconds=60.0)
+        << StartTimer(IDLE_TIMER, 60.0)
         << fact("command", verb="NOOP", arg="")
         << ToServer(b"NOOP\r\n")
         >> Wait(seconds=60)
-        >> TimerFired(name="idle")
+        >> TimerFired(IDLE_TIMER)
         << fact("control.server_silent", awaiting="NOOP", seconds=60.0)
         << fact(
             "proxy.reply",
@@ -867,10 +870,10 @@ def test_the_proxy_speaks_explicit_ftps_to_the_server_after_the_greeting() -> No
         << fact("session.open", upstream_mode="same")
         >> UpstreamConnected(local=("192.0.2.1", 40000), peer=("198.51.100.7", 21))
         << fact("upstream.connect", local="192.0.2.1:40000", peer="198.51.100.7:21")
-        << StartTimer(name="greeting", seconds=10.0)
+        << StartTimer(GREETING_TIMER, 10.0)
         >> FromServer(b"220 hi\r\n")
         << fact("reply", code=220, command=None, state=["greeting", "before_login"])
-        << CancelTimer(name="greeting")
+        << CancelTimer(GREETING_TIMER)
         << ToClient(b"220 hi\r\n")
         << ToServer(b"AUTH TLS\r\n")
         >> FromClient(b"USER u\r\n")

@@ -17,6 +17,7 @@ its ``Pairing``, and asks the rest of the session for exactly what ``Spine`` dec
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Protocol
 
 from ftpdiag.core.config import SessionConfig
@@ -25,7 +26,13 @@ from ftpdiag.core.messages import Command, Reply, parse_command
 from ftpdiag.core.outbox import Outbox
 from ftpdiag.core.pairing import Pairing, Purpose
 
-_INTERNAL_STEPS = ("AUTH TLS", "PBSZ 0", "PROT P")
+
+class UpstreamStep(Enum):
+    """The proxy's own TLS set-up toward the server, in order; the value is the command."""
+
+    AUTH = "AUTH TLS"
+    PBSZ = "PBSZ 0"
+    PROT = "PROT P"
 
 
 class Spine(Protocol):
@@ -53,8 +60,9 @@ class FTPS:
         self.client_prot_p = self.server_prot_p = False
         self.blind = False
         self._mirror = False
-        #: The proxy negotiates TLS with the server on its own: the client's lines wait.
-        self.gate = False
+        #: The proxy's own set-up step toward the server, while it runs (the client's lines
+        #: wait); None before it starts and once PROT P is accepted.
+        self.upstream_step: UpstreamStep | None = None
 
     # ---- the client's commands ---------------------------------------------------------
     def client_auth(self, command: Command) -> None:
@@ -124,38 +132,40 @@ class FTPS:
     def begin_upstream_tls(self) -> None:
         """After the greeting, when the proxy itself must speak TLS to the server."""
         if self.config.upstream_tls == "explicit" and not self.server_tls:
-            self.gate = True
-            self._internal(_INTERNAL_STEPS[0])
+            self._internal(UpstreamStep.AUTH)
         elif self.server_tls and self.config.upstream_tls == "implicit":
-            self.gate = True
-            self._internal(_INTERNAL_STEPS[1])
+            self._internal(UpstreamStep.PBSZ)
 
-    def _internal(self, line: str) -> None:
-        raw = line.encode() + b"\r\n"
+    @property
+    def gate(self) -> bool:
+        """The proxy negotiates TLS with the server on its own: the client's lines wait."""
+        return self.upstream_step is not None
+
+    def _internal(self, step: UpstreamStep) -> None:
+        self.upstream_step = step
+        raw = step.value.encode() + b"\r\n"
         self._pairing.send(parse_command(raw), raw, Purpose.INTERNAL)
 
     def on_internal_reply(self, command: Command, reply: Reply) -> None:
-        step = f"{command.verb} {command.arg}"
-        ok = (step == "AUTH TLS" and reply.code == 234) or (
-            step != "AUTH TLS" and reply.code == 200
-        )
-        if not ok:
+        step = UpstreamStep(f"{command.verb} {command.arg}")
+        wanted = 234 if step is UpstreamStep.AUTH else 200
+        if reply.code != wanted:
             self._outbox.fact(
-                "tls.upstream_refused", command=step, code=reply.code, text=reply.text
+                "tls.upstream_refused", command=step.value, code=reply.code, text=reply.text
             )
             self._outbox.proxy_reply(
-                421, f"ftpdiag: the server refused {step}: {reply.code} {reply.text}"
+                421, f"ftpdiag: the server refused {step.value}: {reply.code} {reply.text}"
             )
             self._spine.close("server refused TLS")
             return
-        if step == "AUTH TLS":
+        if step is UpstreamStep.AUTH:
             self.server_tls = True
             self._outbox.emit(StartTLS("server"))  # PBSZ follows once the handshake is done
-        elif step == "PBSZ 0":
-            self._internal(_INTERNAL_STEPS[2])
+        elif step is UpstreamStep.PBSZ:
+            self._internal(UpstreamStep.PROT)
         else:
             self.server_prot_p = True
-            self.gate = False
+            self.upstream_step = None
             self._spine.drain_client_lines()
 
     # ---- TLS facts from the glue -----------------------------------------------------------
@@ -164,7 +174,7 @@ class FTPS:
         fields: dict[str, Any] = {"side": ev.side, "channel": channel, "pipe": ev.pipe, **ev.facts}
         self._outbox.fact("tls.established", **fields)
         if ev.side == "server" and ev.pipe is None and self.gate:
-            self._internal(_INTERNAL_STEPS[1])
+            self._internal(UpstreamStep.PBSZ)
 
     def on_tls_failed(self, ev: TLSFailed) -> None:
         channel = "control" if ev.pipe is None else "data"

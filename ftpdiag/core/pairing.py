@@ -61,10 +61,6 @@ class Pairing:
         """The oldest unanswered command: the one the next reply answers."""
         return self._pending[0] if self._pending else None
 
-    @property
-    def awaiting_greeting(self) -> bool:
-        return bool(self._pending) and self._pending[0].purpose is Purpose.GREETING
-
     def answer(self, reply: Reply) -> Pending | None:
         """The command ``reply`` answers (None: unsolicited); a final reply pops it."""
         pending = self.head

@@ -21,12 +21,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
 
 from ftpdiag.core import addresses as addr
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.datasetup import DataSetups
 from ftpdiag.core.events import (
+    GREETING_TIMER,
+    IDLE_TIMER,
     Address,
     BlindTraffic,
     CancelTimer,
@@ -47,6 +50,7 @@ from ftpdiag.core.events import (
     Side,
     StartTimer,
     TimerFired,
+    TimerKind,
     TLSEstablished,
     TLSFailed,
     UpstreamConnected,
@@ -68,6 +72,25 @@ from ftpdiag.core.outbox import Outbox
 from ftpdiag.core.pairing import Pairing, Pending, Purpose
 from ftpdiag.core.transferflow import Transfers
 from ftpdiag.core.transfers import TRANSFER_VERBS
+
+
+class Phase(Enum):
+    """The session's phase."""
+
+    CONNECTING = "connecting"  # the control connection to the server is not up yet
+    GREETING = "greeting"  # it is up; the server's 220 has not come
+    OPEN = "open"  # the conversation runs
+    CLOSED = "closed"  # ``session.close`` is logged: every later input is ignored
+
+
+class Gate(Enum):
+    """Why the client's next line waits in the queue instead of being dispatched."""
+
+    CLOSED = "closed"  # the session is over
+    UPSTREAM_TLS = "upstream TLS"  # the proxy sets up TLS with the server on its own
+    LISTENING = "listening"  # the proxy's data listeners are being bound
+    DIALLING = "dialling"  # a transfer command waits for the dial to the server's port
+
 
 PASSIVE_VERBS = frozenset({"PASV", "EPSV"})
 ACTIVE_VERBS = frozenset({"PORT", "EPRT"})
@@ -104,7 +127,7 @@ class Session:
         self.ends = addr.Endpoints(client, client_local, upstream)
         self.clock = clock
         self.started = clock()
-        self.closed = False
+        self.phase = Phase.CONNECTING
         self.logged_in = False
         self.type = "A"
         self.rest = 0
@@ -140,6 +163,10 @@ class Session:
         handler(self, event)
         return self.out.flush()
 
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
     # ---- what the components ask of the spine ------------------------------------------
     def close(self, reason: str) -> None:
         if self.closed:
@@ -158,17 +185,24 @@ class Session:
             bytes=self.transfers.bytes,
         )
         self.out.release_at_close()
-        self.closed = True
+        self.phase = Phase.CLOSED
         self.out.emit(CloseControl(reason))
 
     def drain_client_lines(self) -> None:
-        while self._queued and not (
-            self.data.listening
-            or self.ftps.gate
-            or self.closed
-            or self.data.awaiting_dial(self._queued[0])
-        ):
+        while self._queued and self.gate() is None:
             self._on_command(self._queued.popleft())
+
+    def gate(self) -> Gate | None:
+        """What holds the client's next queued line, or None when it may go."""
+        if self.data.listening:
+            return Gate.LISTENING
+        if self.ftps.gate:
+            return Gate.UPSTREAM_TLS
+        if self.closed:
+            return Gate.CLOSED
+        if self._queued and self.data.awaiting_dial(self._queued[0]):
+            return Gate.DIALLING
+        return None
 
     def prot_p_of(self, side: Side) -> bool:
         return self.ftps.prot_p_of(side)
@@ -182,10 +216,11 @@ class Session:
             peer=f"{ev.peer[0]}:{ev.peer[1]}",
         )
         self.out.upstream_up()
+        self.phase = Phase.GREETING
         if self.config.greeting_timeout > 0:
-            self.out.emit(StartTimer("greeting", self.config.greeting_timeout))
+            self.out.emit(StartTimer(GREETING_TIMER, self.config.greeting_timeout))
         if self.config.idle_timeout > 0:
-            self.out.emit(StartTimer("idle", self.config.idle_timeout))
+            self.out.emit(StartTimer(IDLE_TIMER, self.config.idle_timeout))
 
     def _on_upstream_failed(self, ev: UpstreamFailed) -> None:
         target = f"{self.ends.upstream_target[0]}:{self.ends.upstream_target[1]}"
@@ -220,14 +255,15 @@ class Session:
 
     # ---- timers --------------------------------------------------------------------------
     def _on_timer(self, ev: TimerFired) -> None:
-        if ev.name == "greeting" and self.pairing.awaiting_greeting:
+        kind = ev.timer.kind
+        if kind is TimerKind.GREETING and self.phase is Phase.GREETING:
             seconds = self.config.greeting_timeout
             self.out.fact("greeting.timeout", seconds=seconds)
             self.out.proxy_reply(421, f"ftpdiag: the server sent no greeting within {seconds:g} s.")
             self.close("no greeting")
-        elif ev.name.startswith("completion:"):
-            self.transfers.on_completion_timer(int(ev.name.partition(":")[2]))
-        elif ev.name == "idle":
+        elif kind is TimerKind.COMPLETION and ev.timer.pipe is not None:
+            self.transfers.on_completion_timer(ev.timer.pipe)
+        elif kind is TimerKind.IDLE:
             self._on_idle_timer()
 
     def _on_idle_timer(self) -> None:
@@ -238,7 +274,7 @@ class Session:
             # Data is moving (the glue tallied it just now): the control connection is
             # quiet during a transfer, not idle.
             self._idle_mark = moved
-            self.out.emit(StartTimer("idle", seconds))
+            self.out.emit(StartTimer(IDLE_TIMER, seconds))
             return
         head = self.pairing.head
         waiting = head.command if head else None
@@ -260,7 +296,7 @@ class Session:
     # ---- client side ---------------------------------------------------------------------
     def _on_client_bytes(self, ev: FromClient) -> None:
         if self.config.idle_timeout > 0:
-            self.out.emit(StartTimer("idle", self.config.idle_timeout))
+            self.out.emit(StartTimer(IDLE_TIMER, self.config.idle_timeout))
         for item in self._client_lines.feed(ev.data):
             if isinstance(item, OverlongLine):
                 self.out.fact(
@@ -356,7 +392,7 @@ class Session:
     # ---- server side ---------------------------------------------------------------------
     def _on_server_bytes(self, ev: FromServer) -> None:
         if self.config.idle_timeout > 0:
-            self.out.emit(StartTimer("idle", self.config.idle_timeout))
+            self.out.emit(StartTimer(IDLE_TIMER, self.config.idle_timeout))
         for item in self._server_lines.feed(ev.data):
             if self.closed:
                 return
@@ -428,7 +464,9 @@ class Session:
             self.out.to_client(reply.raw)
             return
         if pending.purpose is Purpose.GREETING:
-            self.out.emit(CancelTimer("greeting"))
+            if not reply.preliminary:
+                self.phase = Phase.OPEN
+            self.out.emit(CancelTimer(GREETING_TIMER))
             self.out.to_client(reply.raw)
             if reply.code == 220:
                 self.ftps.begin_upstream_tls()

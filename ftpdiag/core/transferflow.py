@@ -22,11 +22,12 @@ from ftpdiag.core.events import (
     DialData,
     FinishData,
     StartTimer,
+    completion_timer,
 )
 from ftpdiag.core.messages import Command, Reply
 from ftpdiag.core.outbox import Outbox, crlf
 from ftpdiag.core.pairing import Pairing, Pending, Purpose
-from ftpdiag.core.transfers import DataSetup, Mode, Transfer
+from ftpdiag.core.transfers import DataSetup, Mode, Transfer, TransferPhase
 
 
 class Transfers:
@@ -82,7 +83,7 @@ class Transfers:
         final reply until that data is read would deadlock both until the drain timeout.
         """
         for transfer in self.by_pipe.values():
-            if not transfer.ended and (transfer.final_code is None or not transfer.closed):
+            if not transfer.ended:
                 transfer.aborted_by = "client"
         if self._outbox.holding:
             self._outbox.release()
@@ -94,12 +95,13 @@ class Transfers:
             out.to_client(reply.raw)
             return
         transfer.final_code = reply.code
-        out.emit(CancelTimer(f"completion:{transfer.pipe}"))
+        out.emit(CancelTimer(completion_timer(transfer.pipe)))
         raw = self._cut_reply(transfer) if transfer.cut and reply.code < 300 else reply.raw
-        if transfer.closed:
+        if transfer.phase is TransferPhase.DRAINED:
             out.to_client(raw)
-            self._end(transfer, reply.code)
+            self._end(transfer, reply.code, pipe_down=True)
             return
+        transfer.phase = TransferPhase.REPLIED
         # 426 says the server closed the data connection: what it sent before is still in flight
         # (perhaps unread by the proxy under back-pressure) and must reach the client, so the
         # pipe drains. Other errors may leave the server's end open: abort. After the client's
@@ -136,7 +138,8 @@ class Transfers:
         for transfer in list(self.by_pipe.values()):
             if not transfer.ended:
                 final = transfer.final_code  # the reply came; only the pipe's report did not
-                self._end(transfer, final if final is not None else "closed")
+                outcome = final if final is not None else "closed"
+                self._end(transfer, outcome, pipe_down=transfer.phase is TransferPhase.DRAINED)
 
     # ---- what a reply's state tags need ---------------------------------------------------
     def running(self) -> list[Transfer]:
@@ -185,7 +188,7 @@ class Transfers:
 
     def on_tally(self, ev: DataTally) -> None:
         transfer = self.by_pipe.get(ev.pipe)
-        if transfer is not None and not transfer.closed:
+        if transfer is not None and transfer.pipe_up:
             transfer.to_client, transfer.to_server = ev.to_client, ev.to_server
 
     def on_progress(self, ev: DataProgress) -> None:
@@ -208,8 +211,7 @@ class Transfers:
     def on_closed(self, ev: DataClosed) -> None:
         out = self._outbox
         transfer = self.by_pipe.get(ev.pipe)
-        if transfer is not None:
-            transfer.closed = True
+        if transfer is not None and not transfer.ended:
             transfer.to_client, transfer.to_server = ev.to_client, ev.to_server
             transfer.client_end, transfer.server_end = ev.client_end, ev.server_end
             transfer.first_closed = ev.first_closed
@@ -223,27 +225,29 @@ class Transfers:
                 server_end=ev.server_end,
                 first_closed=ev.first_closed,
             )
-            if transfer.final_code is not None:
-                self._end(transfer, transfer.final_code)
-            elif self.config.completion_timeout > 0:
-                out.emit(StartTimer(f"completion:{ev.pipe}", self.config.completion_timeout))
+            if transfer.phase is TransferPhase.REPLIED:
+                assert transfer.final_code is not None
+                self._end(transfer, transfer.final_code, pipe_down=True)
+            else:
+                transfer.phase = TransferPhase.DRAINED
+                if self.config.completion_timeout > 0:
+                    timer = completion_timer(ev.pipe)
+                    out.emit(StartTimer(timer, self.config.completion_timeout))
         if out.hold_pipe == ev.pipe:
             out.release()
 
     # ---- the end ------------------------------------------------------------------------
-    def _end(self, transfer: Transfer, outcome: int | str) -> None:
+    def _end(self, transfer: Transfer, outcome: int | str, pipe_down: bool) -> None:
+        """Log ``transfer.end``; a transfer whose pipe is also down is forgotten, so that a
+        long session stays small (the pipe's report gave the duration then)."""
         if transfer.ended:
             return
-        transfer.ended = True
-        if not transfer.closed:
+        transfer.phase = TransferPhase.ENDED
+        if not pipe_down:
             transfer.duration = self._clock() - transfer.started
         self.bytes += transfer.bytes
         self._outbox.fact("transfer.end", **transfer.end_fields(outcome))
-        self._forget_if_done(transfer)
-
-    def _forget_if_done(self, transfer: Transfer) -> None:
-        """An ended transfer whose pipe is down is dropped: a long session stays small."""
-        if transfer.ended and transfer.closed:
+        if pipe_down:
             self.by_pipe.pop(transfer.pipe, None)
             self._pipe_connected.pop(transfer.pipe, None)
             self._forget_setup(transfer.pipe)

@@ -42,6 +42,7 @@ from ftpdiag.core.events import (
     Side,
     StartTimer,
     StartTLS,
+    Timer,
     TimerFired,
     TLSEstablished,
     TLSFailed,
@@ -169,7 +170,7 @@ class ClientControl(ImmediateSender):
         self.session: Session | None = None
         self.diagnoser = Diagnoser(factory.settings.lang)
         self.pipes: dict[int, DataPipe] = {}
-        self.timers: dict[str, IDelayedCall] = {}
+        self.timers: dict[Timer, IDelayedCall] = {}
         self._inbox: deque[Input] = deque()
         self._busy = False
         self.handshaking = False
@@ -290,10 +291,10 @@ class ClientControl(ImmediateSender):
                 if pipe is not None:
                     pipe.finish(out.abort)
             elif isinstance(out, StartTimer):
-                self._cancel_timer(out.name)
-                self.timers[out.name] = self.reactor.callLater(out.seconds, self._fire, out.name)
+                self._cancel_timer(out.timer)
+                self.timers[out.timer] = self.reactor.callLater(out.seconds, self._fire, out.timer)
             elif isinstance(out, CancelTimer):
-                self._cancel_timer(out.name)
+                self._cancel_timer(out.timer)
             elif isinstance(out, CloseControl):
                 self._teardown()
             elif isinstance(out, StartTLS):
@@ -346,13 +347,13 @@ class ClientControl(ImmediateSender):
 
         return report
 
-    def _fire(self, name: str) -> None:
-        self.timers.pop(name, None)
+    def _fire(self, timer: Timer) -> None:
+        self.timers.pop(timer, None)
         self.tally_pipes()  # a timer may end the session: its transfers keep their bytes
-        self.feed(TimerFired(name))
+        self.feed(TimerFired(timer))
 
-    def _cancel_timer(self, name: str) -> None:
-        call = self.timers.pop(name, None)
+    def _cancel_timer(self, timer: Timer) -> None:
+        call = self.timers.pop(timer, None)
         if call is not None and call.active():
             call.cancel()
 
