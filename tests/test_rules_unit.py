@@ -33,12 +33,16 @@ def reply(
     latency_ms: float | None = 1.0,
     unsolicited: bool = False,
     mismatched: Iterable[int] = (),
+    upstream: str | None = None,
+    pipe: int | None = None,
 ) -> Fact:
     return "reply", {
         "code": code,
         "text": text,
         "command": command,
         "arg": arg,
+        "upstream_command": upstream,
+        "pipe": pipe,
         "latency_ms": latency_ms,
         "state": list(state),
         "unsolicited": unsolicited,
@@ -401,8 +405,8 @@ def test_translated_data_commands_are_judged_by_what_the_server_got() -> None:
     """With --upstream-mode active the server answers PORT for the client's PASV: 200 is fine,
     and a 501 is a refused PORT, not a refused PASV."""
     opened = ("session.open", {"client": "c", "upstream": "u", "upstream_mode": "active"})
-    assert rules(run(opened, reply(200, "PORT ok", "PASV"))) == []
-    assert rules(run(opened, reply(501, "no", "PASV")))[0] == "active.port_refused"
+    assert rules(run(opened, reply(200, "PORT ok", "PASV", upstream="PORT"))) == []
+    assert rules(run(opened, reply(501, "no", "PASV", upstream="PORT")))[0] == "active.port_refused"
 
 
 def test_auto_mode_fallback_is_followed() -> None:
@@ -411,10 +415,10 @@ def test_auto_mode_fallback_is_followed() -> None:
     fallback = ("data.fallback", {"pipe": 1, "to": "active", "code": 502})
     out = run(
         opened,
-        reply(502, "no PASV", "PASV"),
+        reply(502, "no PASV", "PASV", upstream="PASV"),
         fallback,
-        reply(200, "PORT ok", "PASV"),
-        reply(227, "(1,2,3,4,5,6)", "PASV"),
+        reply(200, "PORT ok", "PASV", upstream="PORT"),
+        reply(227, "(1,2,3,4,5,6)", "PASV", upstream="PASV"),
     )
     assert [d["rule"] for d in diagnoses(out) if d["rule"] != "reply.explained"] == []
 
@@ -481,7 +485,7 @@ def test_truncated_from_size_or_150() -> None:
     assert rules(run(size("big.bin", 1000), start(), end(226, 900))) == ["transfer.truncated"]
     out = run(
         start(),
-        reply(150, "Opening BINARY mode data connection for big.bin (1000 bytes).", "RETR"),
+        reply(150, "Opening BINARY mode data connection for big.bin (1000 bytes).", "RETR", pipe=1),
         end(226, 900),
     )
     assert rules(out) == ["transfer.truncated"]

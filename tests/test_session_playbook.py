@@ -213,6 +213,8 @@ def test_port_becomes_pasv_toward_the_server_in_passive_upstream_mode() -> None:
             code=227,
             text="Entering Passive Mode (198,51,100,7,19,137).",
             command="PORT",
+            upstream_command="PASV",
+            pipe=1,
             arg="127,0,0,1,200,10",
             state=["logged_in"],
         )
@@ -361,7 +363,7 @@ def test_pasv_becomes_port_toward_the_server_in_active_upstream_mode() -> None:
         << fact("data.listen", pipe=1, side="server", address="192.0.2.1:40200")
         << ToServer(b"PORT 192,0,2,1,157,8\r\n")
         >> FromServer(b"200 PORT ok\r\n")
-        << fact("reply", code=200, text="PORT ok", command="PASV", arg="", state=["logged_in"])
+        << fact("reply", code=200, command="PASV", upstream_command="PORT", pipe=1)
         << ToClient(b"227 Entering Passive Mode (127,0,0,1,156,164).\r\n")
     )
 
@@ -386,7 +388,7 @@ def test_auto_mode_falls_back_to_port_when_pasv_is_refused() -> None:
         << fact("data.listen", pipe=1, side="server", address="192.0.2.1:40200")
         << ToServer(b"PORT 192,0,2,1,157,8\r\n")
         >> FromServer(b"200 PORT ok\r\n")
-        << fact("reply", code=200, text="PORT ok", command="PASV", arg="", state=["logged_in"])
+        << fact("reply", code=200, command="PASV", upstream_command="PORT", pipe=1)
         << ToClient(b"227 Entering Passive Mode (127,0,0,1,156,164).\r\n")
     )
 

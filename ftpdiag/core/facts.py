@@ -104,6 +104,8 @@ FACTS: tuple[FactSpec, ...] = (
             "text",
             "command",
             "arg",
+            "upstream_command",
+            "pipe",
             "latency_ms",
             "state",
             "unsolicited",
@@ -112,7 +114,9 @@ FACTS: tuple[FactSpec, ...] = (
             "meaning",
         ),
         "a server's reply: `text` all lines, codes stripped; `command` and `arg` it answers"
-        " (null for the greeting or an unsolicited reply); `state` tags such as `greeting`,"
+        " (null for the greeting or an unsolicited reply); `upstream_command` the verb the server"
+        " got (PASV for the client's PORT under `--upstream-mode passive`; absent: the client's);"
+        " `pipe` the data pipe it concerns; `state` tags such as `greeting`,"
         " `logged_in`, `passive`, `transfer`, `abort`; `meaning` the catalog's title",
     ),
     FactSpec(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from ftpdiag.core.messages import Command, Reply
+from ftpdiag.core.messages import Command, Reply, parse_command
 from ftpdiag.core.outbox import Outbox
 
 
@@ -36,6 +36,9 @@ class Pending:
     sent_at: float
     purpose: Purpose = Purpose.RELAY
     pipe: int | None = None
+    #: The verb the server received: the client's, or the proxy's translation of it (PASV
+    #: for the client's PORT under ``--upstream-mode passive``).
+    upstream_verb: str | None = None
 
 
 class Pairing:
@@ -53,7 +56,8 @@ class Pairing:
         purpose: Purpose = Purpose.RELAY,
         pipe: int | None = None,
     ) -> None:
-        self._pending.append(Pending(command, self._clock(), purpose, pipe))
+        verb = command.verb if raw is command.raw else parse_command(raw).verb
+        self._pending.append(Pending(command, self._clock(), purpose, pipe, verb))
         self._outbox.to_server(raw)
 
     @property

@@ -454,6 +454,8 @@ class Session:
             text=reply.text,
             command=command.verb if command else None,
             arg=command.loggable_arg if command else None,
+            upstream_command=pending.upstream_verb if pending else None,
+            pipe=pending.pipe if pending else None,
             latency_ms=latency,
             state=self._state_tags(pending),
             unsolicited=pending is None,
