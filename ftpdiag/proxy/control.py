@@ -304,6 +304,8 @@ class ClientControl(ImmediateSender):
                     self.server.start_tls()
             elif isinstance(out, GoBlind):
                 self.blind = True
+            else:
+                raise TypeError(f"the glue cannot carry out {type(out).__name__}")
         for fact in facts:
             for event, fields in self.diagnoser.process(fact.event, dict(fact.fields)):
                 self.factory.sink(event, {"session": self.sid, **fields})
@@ -311,18 +313,17 @@ class ClientControl(ImmediateSender):
     def _pipe(self, pipe_id: int) -> DataPipe:
         pipe = self.pipes.get(pipe_id)
         if pipe is None:
-            pipe = DataPipe(
-                pipe_id,
-                self.reactor,
-                self._pipe_report(pipe_id),
-                self.factory.settings.data,
-                self._start_data_tls,
-                self.remember_upstream_session,
-            )
+            pipe = DataPipe(pipe_id, self.reactor, self, self.factory.settings.data)
             self.pipes[pipe_id] = pipe
         return pipe
 
-    def _start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
+    # ---- what a data pipe asks of its owner (data.PipeOwner) ---------------------------------
+    def pipe_event(self, pipe: int, event: Input) -> None:
+        if isinstance(event, DataClosed):
+            self.pipes.pop(pipe, None)
+        self.feed(event)
+
+    def start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
         """Data-channel TLS; toward the server it resumes the newest session with the server
         (the control connection's at first): with TLS 1.3 each handshake brings new tickets,
         and servers such as vsftpd only require that *a* session of theirs is resumed."""
@@ -338,14 +339,6 @@ class ClientControl(ImmediateSender):
 
     def remember_upstream_session(self, session: Any) -> None:
         self.upstream_session = session
-
-    def _pipe_report(self, pipe_id: int) -> Callable[[Input], None]:
-        def report(event: Input) -> None:
-            if isinstance(event, DataClosed):
-                self.pipes.pop(pipe_id, None)
-            self.feed(event)
-
-        return report
 
     def _fire(self, timer: Timer) -> None:
         self.timers.pop(timer, None)

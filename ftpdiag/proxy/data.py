@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from typing import Protocol as Interface
 
 from twisted.internet import error
 from twisted.internet.interfaces import (
@@ -63,6 +64,20 @@ class DataTimeouts:
     splice: bool = True
 
 
+class PipeOwner(Interface):
+    """What a pipe needs from the control connection that owns it: one interface instead of
+    callbacks handed over one by one."""
+
+    def pipe_event(self, pipe: int, event: Input) -> None:
+        """A fact of the pipe for the session (the pipe is gone after ``DataClosed``)."""
+
+    def start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
+        """Start TLS on a data end (toward the server it resumes the control's session)."""
+
+    def remember_upstream_session(self, session: Any) -> None:
+        """The server's newest TLS session, for the next data connection to resume."""
+
+
 @implementer(IHandshakeListener)
 class DataEnd(Protocol):
     """One socket of a pipe; it only forwards what it reads to the pipe."""
@@ -88,7 +103,7 @@ class DataEnd(Protocol):
             # the TLS server, so the proxy is TLS server toward clients, client toward servers.
             self.handshaking = True
             normal = self.accepted == (self.side == "client")
-            self.pipe.start_tls(self.transport, self.side, normal)
+            self.pipe.owner.start_data_tls(self.transport, self.side, normal)
         self.pipe.end_connected(self)
 
     def handshakeCompleted(self) -> None:
@@ -105,11 +120,11 @@ class DataEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
-        if self.tls_done and self.side == "server" and self.pipe.remember_session is not None:
+        if self.tls_done and self.side == "server":
             # Only now has the server's TLS 1.3 ticket surely arrived on this connection.
             session = resumable_session(self.tcp.getHandle())
             if session is not None:
-                self.pipe.remember_session(session)
+                self.pipe.owner.remember_upstream_session(session)
         if self.handshaking:
             detail = openssl_detail(reason)
             self.pipe.report(TLSFailed(self.side, classify_handshake(detail), detail, self.pipe.id))
@@ -159,20 +174,14 @@ def _end_state(reason: Failure) -> EndState:
 
 
 class DataPipe:
-    """The glue for one data connection; reports facts to the session through ``report``."""
+    """The glue for one data connection; reports facts to the session through its owner."""
 
     def __init__(
-        self,
-        pipe_id: int,
-        reactor: Any,
-        report: Callable[[Input], None],
-        timeouts: DataTimeouts,
-        start_tls: Callable[[Any, Side, bool], None] | None = None,
-        remember_session: Callable[[Any], None] | None = None,
+        self, pipe_id: int, reactor: Any, owner: PipeOwner, timeouts: DataTimeouts
     ) -> None:
         self.id = pipe_id
         self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
-        self.report = report
+        self.owner = owner
         self.timeouts = timeouts
         self.ends: dict[Side, DataEnd | None] = {"client": None, "server": None}
         self.states: dict[Side, EndState] = {"client": "never", "server": "never"}
@@ -188,12 +197,9 @@ class DataPipe:
         self.directions: list[splice.Direction] = []  # [to client, to server] while splicing
         self.splice_states: dict[Side, EndState] = {}
         self._finished_directions = 0
-        self._start_tls = start_tls
-        self.remember_session = remember_session
 
-    def start_tls(self, transport: Any, side: Side, normal: bool) -> None:
-        assert self._start_tls is not None
-        self._start_tls(transport, side, normal)
+    def report(self, event: Input) -> None:
+        self.owner.pipe_event(self.id, event)
 
     # ---- set-up ------------------------------------------------------------------------
     def listen(self, side: Side, host: str, allow_host: str, tls: bool = False) -> None:
