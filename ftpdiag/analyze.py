@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.rules.catalog import LANGUAGES
 from ftpdiag.rules.engine import Diagnoser
 
 
@@ -61,5 +62,5 @@ def register(sub: Any) -> None:
     p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
     p.add_argument("log", help="a file written with --log-file")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--lang", choices=("en", "vi"))
+    p.add_argument("--lang", choices=LANGUAGES)
     p.set_defaults(func=run)

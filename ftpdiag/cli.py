@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
+from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
-from ftpdiag.rules.catalog import default_lang
+from ftpdiag.rules.catalog import LANGUAGES, default_lang
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
@@ -185,7 +186,7 @@ def _add_proxy(sub: Any) -> None:
         help="refuse beyond N sessions from one client address",
     )
     p.add_argument(
-        "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
+        "--lang", choices=LANGUAGES, help="language of explanations (default from the locale)"
     )
     tls = p.add_argument_group("TLS (FTPS)")
     tls.add_argument(
@@ -335,7 +336,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         proxy = start_proxy(reactor, args.listen, settings, emit, connector)
     except error.CannotListenError as exc:
         print(
-            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}:"
+            f"ftpdiag: error: cannot listen on {show(args.listen)}:"
             f" {exc.socketError}",
             file=sys.stderr,
         )
@@ -343,7 +344,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             sandbox.stop()
         return 2
     listen = proxy.address
-    fields: dict[str, Any] = {"listen": listen, "upstream": f"{upstream[0]}:{upstream[1]}"}
+    fields: dict[str, Any] = {"listen": listen, "upstream": show(upstream)}
     if sandbox is not None:
         fields.update(
             sandbox=True,

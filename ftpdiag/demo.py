@@ -20,6 +20,8 @@ from typing import Any
 
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 
+from ftpdiag.core.addresses import show
+
 CUT_AFTER = 1 << 20
 DEMO_FILE = "big.bin"
 CLIENT_TIMEOUT = 10.0
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(
                 f"ftpdiag demo: ftplib → ftpdiag {proxy.address} → sandbox "
-                f"{sandbox.address[0]}:{sandbox.address[1]}, whose server cuts {DEMO_FILE} after "
+                f"{show(sandbox.address)}, whose server cuts {DEMO_FILE} after "
                 f"{CUT_AFTER} bytes.\n",
                 flush=True,
             )

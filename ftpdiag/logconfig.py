@@ -23,9 +23,9 @@ import structlog
 
 from ftpdiag.console import ConsoleRenderer
 from ftpdiag.core.facts import FACTS
+from ftpdiag.rules.catalog import SEVERITIES
 
 EventDict = MutableMapping[str, Any]
-SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 _LEVEL_OF = {spec.name: spec.level for spec in FACTS}
 
@@ -35,7 +35,8 @@ def level_of(event: str, fields: dict[str, Any]) -> str:
     data-channel detail at debug; a record the vocabulary does not name logs at info."""
     level = _LEVEL_OF.get(event, "info")
     if level == "severity":
-        return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
+        severity = str(fields.get("severity"))
+        return severity if severity in SEVERITIES else "info"
     return level
 
 

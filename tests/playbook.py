@@ -194,14 +194,13 @@ def _line(step: Step | None) -> str:
     return f"{step[0]} {step[1]!r}"
 
 
-def greeted(**config: Any) -> Playbook:
-    """A playbook past the opening, asserted: open, upstream up, the server's 220.
+def greeted(*then: Output, **config: Any) -> Playbook:
+    """A playbook past the opening, asserted: open, upstream up, the server's 220, and the
+    outputs ``then`` that the 220 brings in the configuration (the proxy's own AUTH TLS).
 
-    For configurations that do not change the opening (not the idle timer, not a proxy that
-    speaks TLS to the server on its own)."""
-    playbook = Playbook(**config)
-    assert (
-        playbook
+    Not for the idle timer, which adds outputs throughout."""
+    playbook = (
+        Playbook(**config)
         >> Start()
         << fact("session.open", client="127.0.0.1:50000", upstream="198.51.100.7:21")
         >> CONNECTED
@@ -212,6 +211,9 @@ def greeted(**config: Any) -> Playbook:
         << CancelTimer(GREETING_TIMER)
         << ToClient(b"220 hi\r\n")
     )
+    for output in then:
+        playbook << output
+    assert playbook
     return playbook
 
 

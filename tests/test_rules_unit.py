@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from ftpdiag.core.transfers import UPLOAD_VERBS
 from ftpdiag.rules import checks
+from ftpdiag.rules.catalog import SEVERITIES
 from ftpdiag.rules.checks import SLOW_REPLY_MS, Finding
-from ftpdiag.rules.engine import SEVERITIES, Diagnoser, fill, rule_texts
+from ftpdiag.rules.engine import Diagnoser, fill, rule_texts
 
 Fact = tuple[str, dict[str, Any]]
 CHECKS_SOURCE = Path(inspect.getfile(checks)).read_text(encoding="utf-8")
@@ -61,7 +63,7 @@ def command(verb: str, arg: str = "") -> Fact:
 def start(
     pipe: int = 1, verb: str = "RETR", path: str = "big.bin", type_: str = "I", rest: int = 0
 ) -> Fact:
-    direction = "upload" if verb in ("STOR", "STOU", "APPE") else "download"
+    direction = "upload" if verb in UPLOAD_VERBS else "download"
     return "transfer.start", {
         "pipe": pipe,
         "command": verb,

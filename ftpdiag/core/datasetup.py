@@ -159,7 +159,7 @@ class DataSetups:
             out.fact(
                 "security.bounce_refused",
                 verb=command.verb,
-                requested=f"{target[0]}:{target[1]}",
+                requested=addr.show(target),
                 client=self._ends.client[0],
             )
             out.proxy_reply(
@@ -201,7 +201,7 @@ class DataSetups:
             else:
                 setup.server_listen = ev.address
         self._outbox.fact(
-            "data.listen", pipe=ev.pipe, side=ev.side, address=f"{ev.address[0]}:{ev.address[1]}"
+            "data.listen", pipe=ev.pipe, side=ev.side, address=addr.show(ev.address)
         )
         self._waiting_listeners.discard((ev.pipe, ev.side))
         if not self._waiting_listeners and self._ask_when_listening is not None:
@@ -216,7 +216,7 @@ class DataSetups:
             "security.data_theft_refused",
             pipe=ev.pipe,
             side=ev.side,
-            peer=f"{ev.peer[0]}:{ev.peer[1]}",
+            peer=addr.show(ev.peer),
             expected=expected,
         )
 
@@ -314,8 +314,8 @@ class DataSetups:
             "data.passive",
             pipe=setup.pipe,
             code=reply.code,
-            advertised=f"{advertised[0]}:{advertised[1]}",
-            dialled=f"{dial[0]}:{dial[1]}",
+            advertised=addr.show(advertised),
+            dialled=addr.show(dial),
             control_peer=peer[0],
         )
         setup.dialling_server = True

@@ -17,6 +17,11 @@ SECRET_VERBS = frozenset({"PASS", "ACCT"})
 REDACTED = "****"
 
 
+def is_standard_code(code: int) -> bool:
+    """A reply code in the ranges the RFCs define: 1xx–5xx (RFC 959 §4.2), 6xx (RFC 2228)."""
+    return 100 <= code <= 699
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One client command; ``arg`` of PASS/ACCT never appears in ``repr`` or logs."""

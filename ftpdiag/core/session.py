@@ -150,8 +150,8 @@ class Session:
         ends = self.ends
         self.out.fact(
             "session.open",
-            client=f"{ends.client[0]}:{ends.client[1]}",
-            upstream=f"{ends.upstream_target[0]}:{ends.upstream_target[1]}",
+            client=addr.show(ends.client),
+            upstream=addr.show(ends.upstream_target),
             upstream_mode=self.config.upstream_mode,
         )
         return self.out.flush()
@@ -212,8 +212,8 @@ class Session:
         self.ends.upstream_local, self.ends.upstream_peer = ev.local, ev.peer
         self.out.fact(
             "upstream.connect",
-            local=f"{ev.local[0]}:{ev.local[1]}",
-            peer=f"{ev.peer[0]}:{ev.peer[1]}",
+            local=addr.show(ev.local),
+            peer=addr.show(ev.peer),
         )
         self.out.upstream_up()
         self.phase = Phase.GREETING
@@ -223,7 +223,7 @@ class Session:
             self.out.emit(StartTimer(IDLE_TIMER, self.config.idle_timeout))
 
     def _on_upstream_failed(self, ev: UpstreamFailed) -> None:
-        target = f"{self.ends.upstream_target[0]}:{self.ends.upstream_target[1]}"
+        target = addr.show(self.ends.upstream_target)
         self.out.fact("upstream.failed", kind=ev.kind, detail=ev.detail, upstream=target)
         self.out.proxy_reply(421, f"ftpdiag: cannot reach the server {target}: {ev.detail}.")
         self.close(f"upstream {ev.kind}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ftpdiag.core import addresses as addr
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
     CancelTimer,
@@ -158,7 +159,7 @@ class Transfers:
         if transfer is not None:
             transfer.connected = self._pipe_connected[ev.pipe]
         self._outbox.fact(
-            "data.connect", pipe=ev.pipe, side=ev.side, peer=f"{ev.peer[0]}:{ev.peer[1]}"
+            "data.connect", pipe=ev.pipe, side=ev.side, peer=addr.show(ev.peer)
         )
 
     def on_failed(self, ev: DataFailed, setup: DataSetup | None) -> None:

@@ -18,6 +18,7 @@ TRANSFER_VERBS: dict[str, Direction] = {
     "STOU": "upload",
     "APPE": "upload",
 }
+UPLOAD_VERBS = frozenset(verb for verb, way in TRANSFER_VERBS.items() if way == "upload")
 
 
 @dataclass(slots=True)

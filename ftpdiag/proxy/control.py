@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
     Address,
@@ -56,6 +57,7 @@ from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.immediate import ImmediateSender
+from ftpdiag.proxy.timers import cancel
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -291,10 +293,10 @@ class ClientControl(ImmediateSender):
                 if pipe is not None:
                     pipe.finish(out.abort)
             elif isinstance(out, StartTimer):
-                self._cancel_timer(out.timer)
+                cancel(self.timers, out.timer)
                 self.timers[out.timer] = self.reactor.callLater(out.seconds, self._fire, out.timer)
             elif isinstance(out, CancelTimer):
-                self._cancel_timer(out.timer)
+                cancel(self.timers, out.timer)
             elif isinstance(out, CloseControl):
                 self._teardown()
             elif isinstance(out, StartTLS):
@@ -345,14 +347,9 @@ class ClientControl(ImmediateSender):
         self.tally_pipes()  # a timer may end the session: its transfers keep their bytes
         self.feed(TimerFired(timer))
 
-    def _cancel_timer(self, timer: Timer) -> None:
-        call = self.timers.pop(timer, None)
-        if call is not None and call.active():
-            call.cancel()
-
     def _teardown(self) -> None:
-        for name in list(self.timers):
-            self._cancel_timer(name)
+        for timer in list(self.timers):
+            cancel(self.timers, timer)
         for pipe in list(self.pipes.values()):
             pipe.close()
         transports = [self.transport] + ([self.server.transport] if self.server else [])
@@ -400,7 +397,7 @@ class ProxyFactory(Factory):
             addr.host, len(self.sessions), self.per_client.get(addr.host, 0)
         )
         if refusal is not None:
-            self.sink("access.refused", {"client": f"{addr.host}:{addr.port}", "reason": refusal})
+            self.sink("access.refused", {"client": show((addr.host, addr.port)), "reason": refusal})
             return _Refuse(refusal)
         sid = secrets.token_hex(2)
         while sid in self.sessions:

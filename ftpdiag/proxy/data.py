@@ -45,6 +45,7 @@ from ftpdiag.core.events import (
 )
 from ftpdiag.proxy import splice
 from ftpdiag.proxy.addresses import host_port
+from ftpdiag.proxy.timers import cancel
 from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
 READ_SIZE = 1 << 20
@@ -227,7 +228,7 @@ class DataPipe:
         port = self.listeners.pop(side, None)
         if port is not None:
             port.stopListening()
-        self._cancel_timer(f"connect-{side}")
+        cancel(self.timers, f"connect-{side}")
 
     # ---- life of the ends ----------------------------------------------------------------
     def end_connected(self, end: DataEnd) -> None:
@@ -407,7 +408,7 @@ class DataPipe:
             return  # an end is still to be dialled once the transfer command comes
         self.done = True
         for name in list(self.timers):
-            self._cancel_timer(name)
+            cancel(self.timers, name)
         if self.progress is not None and self.progress.running:
             self.progress.stop()
         to_client, to_server = self._counts()
@@ -425,10 +426,6 @@ class DataPipe:
         )
 
     def _start_timer(self, name: str, fn: Callable[[], None], seconds: float | None = None) -> None:
-        self._cancel_timer(name)
+        cancel(self.timers, name)
         self.timers[name] = self.reactor.callLater(seconds or self.timeouts.connect, fn)
 
-    def _cancel_timer(self, name: str) -> None:
-        call = self.timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ftpdiag.core.addresses import is_unroutable
-from ftpdiag.core.transfers import TRANSFER_VERBS
+from ftpdiag.core.transfers import TRANSFER_VERBS, UPLOAD_VERBS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
 from ftpdiag.rules.tls_checks import TLS_CHECKS
@@ -30,7 +30,6 @@ BINARY_SUFFIXES = frozenset({
     ".dll", ".so", ".jpg", ".jpeg", ".png", ".gif", ".pdf", ".mp3", ".mp4", ".mkv", ".avi", ".mov",
     ".docx", ".xlsx", ".pptx", ".jar", ".class", ".pyc", ".whl", ".deb", ".rpm",
 })  # fmt: skip
-UPLOAD_VERBS = frozenset({"STOR", "STOU", "APPE"})
 FILE_VERBS = frozenset(
     {
         "RETR",

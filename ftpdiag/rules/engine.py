@@ -22,7 +22,6 @@ from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS
 from ftpdiag.rules.finding import Finding, by_event
 from ftpdiag.rules.view import SessionView
 
-SEVERITIES = frozenset({"info", "warning", "error"})
 _ROUTES = by_event(CHECKS)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
