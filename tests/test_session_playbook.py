@@ -36,6 +36,7 @@ from ftpdiag.core.events import (
     UpstreamFailed,
     completion_timer,
 )
+from ftpdiag.core.session import Gate
 from tests.playbook import Playbook, Start, Wait, fact, greeted, logged_in
 
 STALLED = "ftpdiag: data connection stalled (no data for 300 s) and closed; transfer aborted."
@@ -71,6 +72,10 @@ def test_pasv_download_holds_the_final_reply_until_the_data_is_through() -> None
         << DialData(pipe=1, side="server", address=("198.51.100.7", 5001), tls=False)
         << ToClient(b"227 Entering Passive Mode (127,0,0,1,156,164).\r\n")
         >> FromClient(b"RETR f\r\n")
+    )
+    assert pb.session.gate() is Gate.DIALLING, "RETR must wait for the dial to the server"
+    assert (
+        pb
         >> DataConnected(pipe=1, side="server", peer=("198.51.100.7", 5001))
         << fact("data.connect", pipe=1, side="server", peer="198.51.100.7:5001")
         << fact("command", verb="RETR", arg="f")

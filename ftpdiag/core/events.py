@@ -31,9 +31,6 @@ class Timer:
     kind: TimerKind
     pipe: int | None = None
 
-    def __str__(self) -> str:
-        return self.kind.value if self.pipe is None else f"{self.kind.value}:{self.pipe}"
-
 
 GREETING_TIMER = Timer(TimerKind.GREETING)
 IDLE_TIMER = Timer(TimerKind.IDLE)
