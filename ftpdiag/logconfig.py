@@ -28,6 +28,8 @@ from ftpdiag.rules.catalog import SEVERITIES
 EventDict = MutableMapping[str, Any]
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 _LEVEL_OF = {spec.name: spec.level for spec in FACTS}
+#: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
+JSON_ONLY_FIELDS = frozenset({"traceback"})
 
 
 def level_of(event: str, fields: dict[str, Any]) -> str:
@@ -55,10 +57,13 @@ class Sink:
     render: Callable[[EventDict], str]
     min_level: int
     broken: bool = False
+    hidden: frozenset[str] = frozenset()
 
     def write(self, level: int, event_dict: EventDict) -> None:
         if level < self.min_level or self.broken:
             return
+        if not self.hidden.isdisjoint(event_dict):
+            event_dict = {k: v for k, v in event_dict.items() if k not in self.hidden}
         text = self.render(event_dict)
         if not text:
             return
@@ -152,11 +157,8 @@ def configure(
             sinks.append(Sink(console, render_json, console_level))
         else:
             use_color = console.isatty() if color is None else color
-            sinks.append(
-                Sink(
-                    console, ConsoleRenderer(color=use_color, verbose=verbosity > 0), console_level
-                )
-            )
+            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0)
+            sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))
     structlog.configure(

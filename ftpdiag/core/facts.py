@@ -65,9 +65,12 @@ FACTS: tuple[FactSpec, ...] = (
     ),
     FactSpec(
         "proxy.internal_error",
-        ("error", "where"),
-        "a bug: with `session`, that session got 421 and the proxy went on; without, Twisted"
-        " reported a failure in the glue (`where` is its log namespace)",
+        ("error", "message", "where", "traceback"),
+        "a bug: `error` the exception's type, `message` its text (PASS/ACCT arguments and URL"
+        " passwords scrubbed), `where` the innermost frame of ftpdiag's own code"
+        " (`module:line in function`), `traceback` (JSON log only; the console asks for a"
+        " report); with `session`, that session got 421 and both its control connections were"
+        " closed at once, and the proxy went on; without, Twisted reported a failure in the glue",
         "warning",
         "glue",
     ),
