@@ -85,6 +85,53 @@ def test_every_check_handles_known_facts() -> None:
     assert not problems, "\n".join(problems)
 
 
+def _keys_of(tree: ast.AST, name: str) -> set[str]:
+    """The keys read from the mapping called ``name``: ``name["k"]`` and ``name.get("k")``."""
+    keys = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Subscript)
+            and getattr(node.value, "id", None) == name
+            and isinstance(node.slice, ast.Constant)
+        ):
+            keys.add(str(node.slice.value))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and getattr(node.func.value, "id", None) == name
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            keys.add(str(node.args[0].value))
+    return keys
+
+
+def test_every_check_reads_fields_its_facts_have() -> None:
+    """A check reads only fields that one of its ``@handles`` facts declares: a renamed
+    field fails here, instead of a rule that silently stops firing."""
+    problems = []
+    for check in (*CHECKS, FALLBACK):
+        handled = check.handles  # type: ignore[attr-defined]
+        declared = {name for event in handled for name in BY_NAME[event].fields}
+        tree = ast.parse(inspect.getsource(check).strip())
+        extra = _keys_of(tree, "f") - declared - set(COMMON_FIELDS)
+        if extra:
+            problems.append(f"{check.__name__} reads {sorted(extra)}, not in {sorted(handled)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_internal_error_fields_are_declared() -> None:
+    """``proxy.internal_error`` is built by ``describe`` (spread into the record): its keys."""
+    from ftpdiag.proxy.internal import describe
+
+    try:
+        raise KeyError("x")
+    except KeyError as exc:
+        fields = describe(exc)
+    assert set(fields) <= set(BY_NAME["proxy.internal_error"].fields)
+
+
 def _compared_events(source: str) -> set[str]:
     """The string constants an ``event == "..."`` comparison tests in ``source``."""
     found = set()
@@ -97,10 +144,14 @@ def _compared_events(source: str) -> set[str]:
 
 
 def test_the_view_observes_known_facts() -> None:
-    """Every event ``SessionView.observe`` compares with is a fact of the vocabulary."""
-    events = _compared_events(inspect.getsource(view))
+    """``SessionView`` compares events with facts of the vocabulary and reads their fields."""
+    source = inspect.getsource(view.SessionView)
+    events = _compared_events(source)
     assert "reply" in events and "transfer.end" in events
     assert not events - set(BY_NAME), f"unknown events in view.py: {sorted(events - set(BY_NAME))}"
+    declared = {name for event in events for name in BY_NAME[event].fields}
+    extra = _keys_of(ast.parse(source), "fields") - declared
+    assert not extra, f"view.py reads fields no observed fact declares: {sorted(extra)}"
 
 
 def _console_methods() -> dict[str, str]:
@@ -119,25 +170,7 @@ def _console_methods() -> dict[str, str]:
 
 def _keys_read(function: object) -> set[str]:
     """The keys a renderer method reads from its event: ``ev["k"]`` and ``ev.get("k")``."""
-    tree = ast.parse(inspect.getsource(function).strip().replace("\n    ", "\n"))
-    keys = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Subscript)
-            and getattr(node.value, "id", None) == "ev"
-            and isinstance(node.slice, ast.Constant)
-        ):
-            keys.add(str(node.slice.value))
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and getattr(node.func.value, "id", None) == "ev"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            keys.add(str(node.args[0].value))
-    return keys
+    return _keys_of(ast.parse(inspect.getsource(function).strip().replace("\n    ", "\n")), "ev")
 
 
 def test_the_console_renders_known_facts_and_fields() -> None:
