@@ -200,9 +200,7 @@ class DataSetups:
                 setup.client_listen = ev.address
             else:
                 setup.server_listen = ev.address
-        self._outbox.fact(
-            "data.listen", pipe=ev.pipe, side=ev.side, address=addr.show(ev.address)
-        )
+        self._outbox.fact("data.listen", pipe=ev.pipe, side=ev.side, address=addr.show(ev.address))
         self._waiting_listeners.discard((ev.pipe, ev.side))
         if not self._waiting_listeners and self._ask_when_listening is not None:
             ask, self._ask_when_listening = self._ask_when_listening, None

@@ -31,7 +31,6 @@ class FactSpec:
     fields: tuple[str, ...]
     doc: str
     level: Level = "info"
-    source: Literal["core", "glue", "engine"] = "core"
 
     def row(self) -> str:
         """This fact's row of the README's event table."""
@@ -48,20 +47,17 @@ FACTS: tuple[FactSpec, ...] = (
         "proxy.listen",
         ("listen", "upstream", "sandbox", "user", "sandbox_password", "anonymous", "try_cmd"),
         "the proxy is listening; the `sandbox` fields only with the built-in sandbox server",
-        source="glue",
     ),
     FactSpec(
         "proxy.exposed",
         ("listen", "hint"),
         "listening beyond loopback without `--allow-client`",
         "warning",
-        "glue",
     ),
     FactSpec(
         "access.refused",
         ("client", "reason"),
         "refused by `--allow-client`/`--max-sessions*` (the client got 421)",
-        source="glue",
     ),
     FactSpec(
         "proxy.internal_error",
@@ -72,20 +68,17 @@ FACTS: tuple[FactSpec, ...] = (
         " report); with `session`, that session got 421 and both its control connections were"
         " closed at once, and the proxy went on; without, Twisted reported a failure in the glue",
         "warning",
-        "glue",
     ),
     FactSpec(
         "tls.ca",
         ("ca", "created", "hint"),
         "where the local CA is and how to trust it",
-        source="glue",
     ),
     FactSpec(
         "tls.insecure",
         ("upstream",),
         "server certificate verification is off",
         "warning",
-        "glue",
     ),
     # ---- one session (core) ------------------------------------------------------------
     FactSpec("session.open", ("client", "upstream", "upstream_mode"), "a client connected"),
@@ -134,9 +127,7 @@ FACTS: tuple[FactSpec, ...] = (
         "the server's passive address and the one the proxy dials",
         "debug",
     ),
-    FactSpec(
-        "data.listen", ("pipe", "side", "address"), "a data listener of the proxy", "debug"
-    ),
+    FactSpec("data.listen", ("pipe", "side", "address"), "a data listener of the proxy", "debug"),
     FactSpec("data.connect", ("pipe", "side", "peer"), "one end of a data pipe is up", "debug"),
     FactSpec(
         "data.close",
@@ -200,9 +191,7 @@ FACTS: tuple[FactSpec, ...] = (
         ("pipe", "side", "peer", "expected"),
         "a data connection from an unexpected peer",
     ),
-    FactSpec(
-        "protocol.line_too_long", ("side", "limit", "head"), "a control line over the limit"
-    ),
+    FactSpec("protocol.line_too_long", ("side", "limit", "head"), "a control line over the limit"),
     FactSpec("protocol.malformed_reply", ("text",), "a server line that is no reply"),
     FactSpec(
         "protocol.reply_too_long", ("code", "limit"), "a multi-line reply that never ended in time"
@@ -259,9 +248,7 @@ FACTS: tuple[FactSpec, ...] = (
         "the server refused the proxy's AUTH TLS/PBSZ/PROT",
     ),
     FactSpec("tls.blind", ("reason",), "TLS pass-through: from here the proxy is blind"),
-    FactSpec(
-        "tls.blind_traffic", ("to_client", "to_server"), "pass-through: bytes relayed unread"
-    ),
+    FactSpec("tls.blind_traffic", ("to_client", "to_server"), "pass-through: bytes relayed unread"),
     FactSpec(
         "session.close",
         ("reason", "duration_ms", "commands", "replies", "replies_by_class", "transfers", "bytes"),
@@ -274,7 +261,6 @@ FACTS: tuple[FactSpec, ...] = (
         "`rule` a stable id (e.g. `transfer.aborted`), `severity` `info`/`warning`/`error`"
         " (also the log level), `evidence` what the rule used",
         "severity",
-        "engine",
     ),
     FactSpec(
         "session.summary",
@@ -291,7 +277,6 @@ FACTS: tuple[FactSpec, ...] = (
             "root_cause",
         ),
         "after `session.close`: counts, `diagnoses` ranked by severity, `root_cause`",
-        source="engine",
     ),
 )
 

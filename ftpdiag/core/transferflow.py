@@ -158,9 +158,7 @@ class Transfers:
         transfer = self.by_pipe.get(ev.pipe)
         if transfer is not None:
             transfer.connected = self._pipe_connected[ev.pipe]
-        self._outbox.fact(
-            "data.connect", pipe=ev.pipe, side=ev.side, peer=addr.show(ev.peer)
-        )
+        self._outbox.fact("data.connect", pipe=ev.pipe, side=ev.side, peer=addr.show(ev.peer))
 
     def on_failed(self, ev: DataFailed, setup: DataSetup | None) -> None:
         out = self._outbox
