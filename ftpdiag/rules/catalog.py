@@ -36,7 +36,9 @@ __all__ = [
 Severity = Literal["info", "warning", "error"]
 
 LANGUAGES: tuple[str, ...] = ("en", "vi")
-SEVERITIES: frozenset[str] = frozenset({"info", "warning", "error"})
+#: Most serious first: a session summary ranks its diagnoses in this order.
+SEVERITY_ORDER: tuple[Severity, ...] = ("error", "warning", "info")
+SEVERITIES: frozenset[str] = frozenset(SEVERITY_ORDER)
 STATE_TAGS: frozenset[str] = frozenset(
     {
         "greeting",

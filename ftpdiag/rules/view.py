@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftpdiag.rules.catalog import SEVERITY_ORDER
+
 _BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
 KEPT = 100
 """How many outcomes and diagnoses a session keeps for its summary."""
-SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITY_ORDER)}
 
 
 @dataclass
