@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.capture import CaptureError, capture_sessions, looks_like_capture
 from ftpdiag.rules.catalog import LANGUAGES
 from ftpdiag.rules.engine import Diagnoser
 
@@ -35,11 +36,19 @@ def run(args: argparse.Namespace) -> int:
     from ftpdiag.console import ConsoleRenderer
 
     try:
-        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+        with open(args.log, "rb") as handle:
+            head = handle.read(16)
+        if looks_like_capture(head):  # a packet capture: rebuilt sessions, not JSON lines
+            records = [r for session in capture_sessions(args.log) for r in session]
+            lines = []
+        else:
+            records, lines = [], Path(args.log).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
         return 2
-    records = []
+    except CaptureError as exc:
+        print(f"ftpdiag: error: {args.log}: {exc}", file=sys.stderr)
+        return 2
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -59,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
-    p.add_argument("log", help="a file written with --log-file")
+    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log or a packet capture")
+    p.add_argument("log", help="a file written with --log-file, or a pcap/pcapng capture")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--lang", choices=LANGUAGES)
     p.set_defaults(func=run)

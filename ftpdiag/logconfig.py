@@ -22,24 +22,12 @@ import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
-from ftpdiag.core.facts import FACTS
-from ftpdiag.rules.catalog import SEVERITIES
+from ftpdiag.core.facts import level_of
 
 EventDict = MutableMapping[str, Any]
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
-_LEVEL_OF = {spec.name: spec.level for spec in FACTS}
 #: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
 JSON_ONLY_FIELDS = frozenset({"traceback"})
-
-
-def level_of(event: str, fields: dict[str, Any]) -> str:
-    """The log level of a record, as ``core/facts.py`` says: diagnoses by their severity,
-    data-channel detail at debug; a record the vocabulary does not name logs at info."""
-    level = _LEVEL_OF.get(event, "info")
-    if level == "severity":
-        severity = str(fields.get("severity"))
-        return severity if severity in SEVERITIES else "info"
-    return level
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:

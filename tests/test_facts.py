@@ -13,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from ftpdiag import console, logconfig
-from ftpdiag.core.facts import BY_NAME, COMMON_FIELDS, FACTS, TABLE_HEAD, markdown_table
+from ftpdiag import console
+from ftpdiag.core.facts import (
+    BY_NAME,
+    COMMON_FIELDS,
+    FACTS,
+    TABLE_HEAD,
+    level_of,
+    markdown_table,
+)
 from ftpdiag.rules import view
 from ftpdiag.rules.checks import CHECKS, FALLBACK
 
 PACKAGE = Path(__file__).parent.parent / "ftpdiag"
 README = PACKAGE.parent / "README.md"
-EMITTERS = {"fact", "emit", "sink"}
+EMITTERS = {"fact", "_fact", "emit", "sink"}
 
 
 def _emitted() -> Iterator[tuple[str, str, set[str] | None]]:
@@ -32,16 +39,17 @@ def _emitted() -> Iterator[tuple[str, str, set[str] | None]]:
                 continue
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            first = node.args[0]
-            if name not in EMITTERS or not isinstance(first, ast.Constant):
+            if name not in EMITTERS:
                 continue
-            if not isinstance(first.value, str):
+            # The event is the first string argument: ``_fact(ts, "x", ...)`` in the capture.
+            first = next((a for a in node.args[:2] if isinstance(a, ast.Constant)), None)
+            if first is None or not isinstance(first.value, str):
                 continue
             where = f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
             fields: set[str] | None = {k.arg for k in node.keywords if k.arg is not None}
             if any(k.arg is None for k in node.keywords):
                 fields = None
-            if len(node.args) > 1:
+            if len(node.args) > 1 and node.args[0] is first:
                 second = node.args[1]
                 if isinstance(second, ast.Dict) and all(
                     isinstance(k, ast.Constant) for k in second.keys
@@ -191,10 +199,10 @@ def test_log_levels_follow_the_vocabulary(spec: object) -> None:
     """``level_of`` gives each fact the level facts.py declares (diagnoses by severity)."""
     assert hasattr(spec, "level") and hasattr(spec, "name")
     if spec.level == "severity":
-        assert logconfig.level_of(spec.name, {"severity": "error"}) == "error"
-        assert logconfig.level_of(spec.name, {"severity": "info"}) == "info"
+        assert level_of(spec.name, {"severity": "error"}) == "error"
+        assert level_of(spec.name, {"severity": "info"}) == "info"
     else:
-        assert logconfig.level_of(spec.name, {}) == spec.level
+        assert level_of(spec.name, {}) == spec.level
 
 
 def _readme_rows() -> dict[str, str]:

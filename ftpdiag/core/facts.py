@@ -13,11 +13,17 @@ Adding a fact is one entry in ``FACTS``; ``markdown_table()`` regenerates the RE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Level = Literal["debug", "info", "warning", "severity"]
 """A fact's log level; ``severity`` means the record's own ``severity`` field decides."""
+
+Severity = Literal["info", "warning", "error"]
+SEVERITY_ORDER: tuple[Severity, ...] = ("error", "warning", "info")
+"""A diagnosis's severities, most serious first (a summary ranks them so); each is also the
+log level of its ``diagnosis`` record."""
 
 COMMON_FIELDS = ("event", "timestamp", "level", "session")
 """Fields the logging adds to every record (``session`` on a session's records)."""
@@ -81,7 +87,12 @@ FACTS: tuple[FactSpec, ...] = (
         "warning",
     ),
     # ---- one session (core) ------------------------------------------------------------
-    FactSpec("session.open", ("client", "upstream", "upstream_mode"), "a client connected"),
+    FactSpec(
+        "session.open",
+        ("client", "upstream", "upstream_mode", "input", "tls"),
+        "a client connected; from a capture also `input` (the capture's file name) and, for"
+        ' implicit FTPS, `tls: "implicit"`',
+    ),
     FactSpec("upstream.connect", ("local", "peer"), "the control connection is up", "debug"),
     FactSpec(
         "upstream.failed",
@@ -124,7 +135,7 @@ FACTS: tuple[FactSpec, ...] = (
     FactSpec(
         "data.passive",
         ("pipe", "code", "advertised", "dialled", "control_peer"),
-        "the server's passive address and the one the proxy dials",
+        "the server's passive address and the one the proxy dials (`dialled` null from a capture)",
         "debug",
     ),
     FactSpec("data.listen", ("pipe", "side", "address"), "a data listener of the proxy", "debug"),
@@ -173,8 +184,15 @@ FACTS: tuple[FactSpec, ...] = (
             "server_end",
             "first_closed",
             "aborted_by",
+            "missed_bytes",
+            "data_from",
+            "data_to",
         ),
-        "a transfer is over; `outcome` the final reply code, or `closed`",
+        "a transfer is over; `outcome` the final reply code, or `closed` (from a capture"
+        " `capture_ended` when it stops first); from a capture also `missed_bytes` (sent but"
+        " absent from the capture), `data_from`/`data_to` (the data connection's originator and"
+        " responder, null when none came), and the ends `open` (no FIN/RST in the capture) or"
+        " `unseen` (the server announced the connection, the capture lacks it)",
     ),
     FactSpec(
         "transfer.no_completion",
@@ -185,6 +203,18 @@ FACTS: tuple[FactSpec, ...] = (
         "security.bounce_refused",
         ("verb", "requested", "client"),
         "a PORT/EPRT toward another host than the client's",
+    ),
+    FactSpec(
+        "security.bounce",
+        ("verb", "requested", "client"),
+        "a capture shows a PORT/EPRT naming a host other than the client (RFC 2577 bounce)",
+        "warning",
+    ),
+    FactSpec(
+        "capture.gap",
+        ("side", "channel", "bytes"),
+        "control bytes missing from a capture (`channel` is `control`); the line they cut is lost",
+        "warning",
     ),
     FactSpec(
         "security.data_theft_refused",
@@ -247,12 +277,21 @@ FACTS: tuple[FactSpec, ...] = (
         ("command", "code", "text"),
         "the server refused the proxy's AUTH TLS/PBSZ/PROT",
     ),
-    FactSpec("tls.blind", ("reason",), "TLS pass-through: from here the proxy is blind"),
-    FactSpec("tls.blind_traffic", ("to_client", "to_server"), "pass-through: bytes relayed unread"),
+    FactSpec(
+        "tls.blind",
+        ("reason",),
+        "from here ftpdiag is blind: TLS pass-through, or a capture after AUTH TLS, of implicit"
+        " FTPS, or of RFC 2228 protected commands (ENC/MIC/CONF)",
+    ),
+    FactSpec(
+        "tls.blind_traffic",
+        ("to_client", "to_server"),
+        "after `tls.blind`: bytes relayed (or captured) unread",
+    ),
     FactSpec(
         "session.close",
         ("reason", "duration_ms", "commands", "replies", "replies_by_class", "transfers", "bytes"),
-        "the session is over",
+        "the session is over (from a capture `reason` may be `capture ended`)",
     ),
     # ---- the diagnosis engine ------------------------------------------------------------
     FactSpec(
@@ -282,6 +321,19 @@ FACTS: tuple[FactSpec, ...] = (
 
 BY_NAME: dict[str, FactSpec] = {spec.name: spec for spec in FACTS}
 """Event name → its spec."""
+
+_LEVEL_OF = {spec.name: spec.level for spec in FACTS}
+
+
+def level_of(event: str, fields: Mapping[str, Any]) -> str:
+    """The log level of a record, whoever writes it (the proxy's log, an imported capture):
+    as its spec says, a diagnosis by its severity; a record not named here logs at info."""
+    level = _LEVEL_OF.get(event, "info")
+    if level == "severity":
+        severity = str(fields.get("severity"))
+        return severity if severity in SEVERITY_ORDER else "info"
+    return level
+
 
 TABLE_HEAD = "| event | fields | meaning |\n|---|---|---|"
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, cast
 
+from ftpdiag.core.facts import SEVERITY_ORDER, Severity
 from ftpdiag.core.messages import is_standard_code
 
 __all__ = [
@@ -33,11 +34,8 @@ __all__ = [
     "load_catalog_file",
 ]
 
-Severity = Literal["info", "warning", "error"]
 
 LANGUAGES: tuple[str, ...] = ("en", "vi")
-#: Most serious first: a session summary ranks its diagnoses in this order.
-SEVERITY_ORDER: tuple[Severity, ...] = ("error", "warning", "info")
 SEVERITIES: frozenset[str] = frozenset(SEVERITY_ORDER)
 STATE_TAGS: frozenset[str] = frozenset(
     {

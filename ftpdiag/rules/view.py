@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftpdiag.rules.catalog import SEVERITY_ORDER
+from ftpdiag.core.facts import SEVERITY_ORDER
 
 _BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
 KEPT = 100
