@@ -14,9 +14,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import orjson
 import structlog
@@ -35,6 +35,15 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
     for key in _SECRET_KEYS.intersection(event_dict):
         event_dict[key] = "****"
     return event_dict
+
+
+class Output(Protocol):
+    """Anything records fan out to: a ``Sink``, or e.g. the per-session report writer."""
+
+    @property
+    def min_level(self) -> int: ...
+
+    def write(self, level: int, event_dict: EventDict) -> None: ...
 
 
 @dataclass
@@ -120,7 +129,7 @@ _LEVELS = {name.lower(): value for name, value in logging.getLevelNamesMapping()
 
 
 class _Fanout:
-    def __init__(self, sinks: list[Sink]) -> None:
+    def __init__(self, sinks: list[Output]) -> None:
         self.sinks = sinks
 
     def __call__(self, _: Any, method: str, event_dict: EventDict) -> EventDict:
@@ -136,9 +145,11 @@ def configure(
     log_file: TextIO | None = None,
     verbosity: int = 0,
     color: bool | None = None,
+    outputs: Sequence[Output] = (),
 ) -> None:
-    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose."""
-    sinks: list[Sink] = []
+    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose.
+    ``outputs`` get every record after the console and the file (``--report-dir``)."""
+    sinks: list[Output] = []
     if console is not None:
         console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
         if console_format == "json":
@@ -149,6 +160,7 @@ def configure(
             sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))
+    sinks.extend(outputs)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

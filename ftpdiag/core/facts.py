@@ -293,6 +293,14 @@ FACTS: tuple[FactSpec, ...] = (
         ("reason", "duration_ms", "commands", "replies", "replies_by_class", "transfers", "bytes"),
         "the session is over (from a capture `reason` may be `capture ended`)",
     ),
+    # ---- the HTML report (``--report-dir``) ---------------------------------------------
+    FactSpec("report.written", ("path",), "`--report-dir` wrote the session's HTML report"),
+    FactSpec(
+        "report.failed",
+        ("path", "error"),
+        "`--report-dir` could not write the session's HTML report",
+        "warning",
+    ),
     # ---- the diagnosis engine ------------------------------------------------------------
     FactSpec(
         "diagnosis",
