@@ -222,7 +222,12 @@ FACTS: tuple[FactSpec, ...] = (
         "a data connection from an unexpected peer",
     ),
     FactSpec("protocol.line_too_long", ("side", "limit", "head"), "a control line over the limit"),
-    FactSpec("protocol.malformed_reply", ("text",), "a server line that is no reply"),
+    FactSpec(
+        "protocol.malformed_reply",
+        ("text", "greeting"),
+        "a server line that is no reply; `greeting`: it came where the 220 greeting was due"
+        " (an SSH banner, an HTTP answer)",
+    ),
     FactSpec(
         "protocol.reply_too_long", ("code", "limit"), "a multi-line reply that never ended in time"
     ),
@@ -249,8 +254,10 @@ FACTS: tuple[FactSpec, ...] = (
     ),
     FactSpec(
         "control.closed",
-        ("side", "clean", "detail", "awaiting", "transfer_open"),
-        "one side closed its control connection",
+        ("side", "clean", "detail", "awaiting", "transfer_open", "client_head"),
+        "one side closed its control connection; `client_head` the first bytes the client sent"
+        " without a line end, as Latin-1 text (a TLS ClientHello from an implicit-FTPS client;"
+        " null when none)",
         "debug",
     ),
     FactSpec(
@@ -312,6 +319,14 @@ FACTS: tuple[FactSpec, ...] = (
     FactSpec(
         "session.summary",
         (
+            "operations",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "operations_by_kind",
+            "failed_operations",
+            "abnormal_end",
+            "outcome_text",
             "duration_ms",
             "reason",
             "commands",
@@ -323,7 +338,14 @@ FACTS: tuple[FactSpec, ...] = (
             "diagnoses",
             "root_cause",
         ),
-        "after `session.close`: counts, `diagnoses` ranked by severity, `root_cause`",
+        "after `session.close`: first the outcome of what the user asked for (`operations`,"
+        " `succeeded`, `failed`, `cancelled` by the client on purpose, `operations_by_kind`"
+        " such as `login`/`listing`/`download`/`upload`/`file`, `failed_operations` with"
+        " `kind`, `command`, `arg`, `code`, `abnormal_end` the close reason or null,"
+        ' `outcome_text` "1 of 3 uploads failed"); then counts, `outcomes` (transfer reply'
+        " codes), `diagnoses` ranked by severity, and `root_cause` (`rule`, `title`,"
+        " `explanation`, `remedy`, `reply_meaning`), null unless an operation failed or the"
+        " session ended abnormally",
     ),
 )
 

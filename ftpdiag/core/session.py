@@ -237,6 +237,7 @@ class Session:
             detail=ev.detail,
             awaiting=(last.command.verb if last and last.command else None),
             transfer_open=self.transfers.any_open(),
+            client_head=self._client_lines.head() or None,
         )
         if self._assembler.in_progress:
             # RFC 959 §4.2: a multi-line reply ends on a line with its own code; this one never did.
@@ -412,7 +413,11 @@ class Session:
             if result is None:
                 continue
             if isinstance(result, MalformedReply):
-                self.out.fact("protocol.malformed_reply", text=result.text[:200])
+                head = self.pairing.head
+                at_greeting = head is not None and head.purpose is Purpose.GREETING
+                self.out.fact(
+                    "protocol.malformed_reply", text=result.text[:200], greeting=at_greeting
+                )
                 self.out.to_client(result.raw)
             elif isinstance(result, OversizedReply):
                 self.out.fact("protocol.reply_too_long", code=result.code, limit=result.limit)
