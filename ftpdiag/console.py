@@ -220,6 +220,26 @@ class ConsoleRenderer:
     def _report_failed(self, ev: Mapping[str, Any]) -> str:
         return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
 
+    def _replay_listen(self, ev: Mapping[str, Any]) -> str:
+        greeting = ev.get("greeting") or "none (the server never spoke)"
+        lines = [
+            f"ftpdiag replay listening on {ev['listen']} (timing {ev['timing']})",
+            f"session {ev['session']} of {ev['input']}: greeting {greeting},"
+            f" {ev['commands']} commands in order",
+        ]
+        if ev.get("flexible"):
+            lines.append("answered in any order: " + " ".join(ev["flexible"]))
+        lines += [f"transfer {t}" for t in ev.get("transfers", ())]
+        if ev.get("closes"):
+            lines.append("the server closes the control connection at the recorded point")
+        if len(ev.get("sessions", ())) > 1:
+            lines.append("other sessions (--session): " + " ".join(ev["sessions"]))
+        return self.paint(lines[0], "bold") + "".join(f"\n{INDENT}{line}" for line in lines[1:])
+
+    def _replay_unmatched(self, ev: Mapping[str, Any]) -> str:
+        expected = ev.get("expected") or "(end of recording)"
+        return self.paint(f"✗ unexpected {ev['actual']} (recording expects {expected}): 500", "red")
+
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}
         detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)

@@ -300,6 +300,43 @@ FACTS: tuple[FactSpec, ...] = (
         ("reason", "duration_ms", "commands", "replies", "replies_by_class", "transfers", "bytes"),
         "the session is over (from a capture `reason` may be `capture ended`)",
     ),
+    FactSpec(
+        "transfer.data",
+        ("pipe", "file", "bytes", "truncated", "error"),
+        "`--record-data` kept what the server sent on this pipe (`bytes` kept)",
+    ),
+    # ---- a replay of a recorded session (``ftpdiag replay``) ---------------------------
+    FactSpec(
+        "replay.listen",
+        (
+            "listen",
+            "input",
+            "session",
+            "sessions",
+            "timing",
+            "greeting",
+            "commands",
+            "flexible",
+            "transfers",
+            "closes",
+        ),
+        "what `ftpdiag replay` serves",
+    ),
+    FactSpec(
+        "replay.unmatched",
+        ("expected", "actual"),
+        "a command the recording did not expect (answered 500; never shows a password)",
+    ),
+    FactSpec(
+        "replay.unrecorded",
+        ("verb", "arg"),
+        "a command answered in any order that the recorded client never sent",
+    ),
+    FactSpec(
+        "replay.refused_dial",
+        ("address",),
+        "active mode toward an address that is not loopback: the replay refused (425)",
+    ),
     # ---- the HTML report (``--report-dir``) ---------------------------------------------
     FactSpec("report.written", ("path",), "`--report-dir` wrote the session's HTML report"),
     FactSpec(

@@ -58,6 +58,7 @@ from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.immediate import ImmediateSender
 from ftpdiag.proxy.internal import describe
+from ftpdiag.proxy.recording import DataRecording
 from ftpdiag.proxy.timers import cancel
 from ftpdiag.proxy.tls import (
     ProxyTLS,
@@ -84,6 +85,7 @@ class ProxySettings:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     tls: ProxyTLS = field(default_factory=ProxyTLS)
     lang: str = "en"
+    record_data: DataRecording | None = None
 
 
 def _tune_control_socket(transport: Any) -> None:
@@ -324,9 +326,16 @@ class ClientControl(ImmediateSender):
     def _pipe(self, pipe_id: int) -> DataPipe:
         pipe = self.pipes.get(pipe_id)
         if pipe is None:
-            pipe = DataPipe(pipe_id, self.reactor, self, self.factory.settings.data)
+            recording = self.factory.settings.record_data
+            tap = None
+            if recording is not None:
+                tap = recording.tap(self.sid, pipe_id, self._data_recorded)
+            pipe = DataPipe(pipe_id, self.reactor, self, self.factory.settings.data, tap)
             self.pipes[pipe_id] = pipe
         return pipe
+
+    def _data_recorded(self, fields: dict[str, Any]) -> None:
+        self.factory.sink("transfer.data", {"session": self.sid, **fields})
 
     # ---- what a data pipe asks of its owner (data.PipeOwner) ---------------------------------
     def pipe_event(self, pipe: int, event: Input) -> None:

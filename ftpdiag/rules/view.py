@@ -36,6 +36,9 @@ class SessionView:
     active_pipes: set[int] = field(default_factory=set)
     no_completion: set[int] = field(default_factory=set)
     control_dropped: bool = False
+    # A SIZE/MDTM/MLST of a file answered "not found"/"denied", not yet followed by another
+    # command: if the client quits next, that refusal is why (curl gives up after SIZE).
+    refused_lookup: dict[str, Any] | None = None
     slow_reply_ms: float = 2000.0
     # Settings as the server accepted them (RFC 959 §4.1.2, RFC 3659 §5: a refused TYPE or
     # REST changes nothing), not as the client last asked: a REST 1 probe answered 502 must not
