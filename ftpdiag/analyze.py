@@ -1,4 +1,10 @@
-"""``ftpdiag analyze``: the diagnosis engine run offline over a saved JSON-lines log."""
+"""``ftpdiag analyze``: the diagnosis engine run offline over a saved log or a pasted one.
+
+The input is detected (ftpdiag's JSON lines, FileZilla, WinSCP, curl, lftp, ``ftp``
+transcripts, Python tracebacks, server logs, any text with FTP commands and replies; see
+:mod:`ftpdiag.importers`) and rebuilt as the proxy's records, which then go through the same
+:class:`~ftpdiag.rules.engine.Diagnoser` as a live session.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,16 @@ from typing import Any
 
 from ftpdiag.rules.engine import Diagnoser
 
+EVIDENCE_LINES = 6
+"""How many command/reply/error lines before a root cause the Markdown block quotes."""
 
-def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dict[str, Any]]:
+
+def analyze_records(
+    records: list[dict[str, Any]], lang: str = "en", facts: bool = False
+) -> list[dict[str, Any]]:
     """Re-run the engine over logged facts; returns the diagnoses and summaries it produces,
-    each tagged with its session. Diagnoses already in the log are ignored and recomputed."""
+    each tagged with its session (and, with ``facts``, every fact before them, as the engine
+    enriched it). Diagnoses already in the log are ignored and recomputed."""
     engines: dict[str, Diagnoser] = {}
     out: list[dict[str, Any]] = []
     for record in records:
@@ -25,41 +37,125 @@ def analyze_records(records: list[dict[str, Any]], lang: str = "en") -> list[dic
             k: v for k, v in record.items() if k not in ("event", "timestamp", "level", "session")
         }
         engine = engines.setdefault(sid, Diagnoser(lang))
-        for name, produced in engine.process(event, fields)[1:]:
+        produced_all = engine.process(event, fields)
+        if facts and produced_all:
+            stamp = {"timestamp": record["timestamp"]} if "timestamp" in record else {}
+            out.append({"event": event, "session": sid, **stamp, **produced_all[0][1]})
+        for name, produced in produced_all[1:]:
             out.append({"event": name, "session": sid, **produced})
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from ftpdiag.console import ConsoleRenderer
+def _line_of(record: dict[str, Any]) -> str | None:
+    """A record as the log line a reader recognises (for the Markdown evidence)."""
+    event = record["event"]
+    if event == "command":
+        return f"> {record['verb']} {record.get('arg') or ''}".rstrip()
+    if event == "reply":
+        first = (str(record.get("text") or "").splitlines() or [""])[0]
+        return f"< {record['code']} {first}".rstrip()
+    if event == "client.error":
+        return f"! {record.get('source')}: {record.get('message')}"
+    return None
 
+
+def markdown(results: list[dict[str, Any]], name: str, source: str) -> str:
+    """A block to paste back into a forum thread: per session, the root cause, the log lines
+    that show it and the fix."""
+    trail: dict[str, list[str]] = {}
+    shown: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+    parts = [f"**ftpdiag analyze** — `{source}` read as *{name}*", ""]
+    for record in results:
+        sid = record.get("session", "-")
+        line = _line_of(record)
+        if line is not None:
+            trail.setdefault(sid, []).append(line)
+        elif record["event"] == "diagnosis":
+            key = (sid, record["rule"])
+            shown.setdefault(key, (record, trail.get(sid, [])[-EVIDENCE_LINES:]))
+        elif record["event"] == "session.summary":
+            cause = record.get("root_cause")
+            if not cause:
+                parts += [f"Session {sid}: no problem found.", ""]
+                continue
+            diagnosis, evidence = shown.get((sid, cause["rule"]), ({}, []))
+            parts += [f"### Session {sid}: {cause['title']}", "", str(cause["explanation"]), ""]
+            if evidence:
+                parts += ["Evidence:", "", "```", *evidence, "```", ""]
+            if diagnosis.get("remedy"):
+                parts += [f"**Fix:** {diagnosis['remedy']}", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def _analyze_one(path: str, args: argparse.Namespace) -> int:
+    from ftpdiag import importers
+    from ftpdiag.console import ConsoleRenderer
+    from ftpdiag.importers.jsonl import parse_lines
+
+    label = "standard input" if path == "-" else path
     try:
-        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+        data = _read(path)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+        print(f"ftpdiag: error: cannot read {label}: {exc.strerror}", file=sys.stderr)
         return 2
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(f"ftpdiag: warning: {args.log}:{number} is not JSON; skipped", file=sys.stderr)
-    results = analyze_records(records, args.lang or "en")
+    found = importers.read(data, args.input)
+    if found is None:
+        names = ", ".join(importers.formats())
+        print(
+            f"ftpdiag: error: {label}: no FTP commands or replies found (formats: {names})",
+            file=sys.stderr,
+        )
+        return 2
+    fmt, sessions = found
+    lang = args.lang or "en"
+    own_log = fmt.name == "jsonl"
+    if own_log:
+        for number in parse_lines(data)[1]:
+            print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
+    records = [record for session in sessions for record in session]
+    results = analyze_records(records, lang, facts=not own_log)
     if args.format == "json":
+        if not own_log:
+            head = {"event": "analyze.input", "input": fmt.name, "path": label}
+            print(json.dumps({**head, "sessions": len(sessions)}, ensure_ascii=False))
         for result in results:
             print(json.dumps(result, ensure_ascii=False))
+    elif args.format == "markdown":
+        print(markdown(results, fmt.name, label), end="")
     else:
+        if not own_log:
+            print(f"---- {label}: {fmt.description} ({len(sessions)} session(s))")
         render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
         for result in results:
             print(render(result))
     return 0
 
 
+def run(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.log:
+        status = max(status, _analyze_one(path, args))
+    return status
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
-    p.add_argument("log", help="a file written with --log-file")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    from ftpdiag import importers
+
+    p = sub.add_parser(
+        "analyze", help="diagnose a saved log: ftpdiag's JSON lines or a client/server log"
+    )
+    p.add_argument(
+        "log", nargs="+", metavar="PATH", help="log files (- reads standard input, for pasting)"
+    )
+    p.add_argument(
+        "--input", choices=sorted(importers.formats()), help="the input format (default: detect)"
+    )
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--lang", choices=("en", "vi"))
     p.set_defaults(func=run)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ftpdiag.core.addresses import is_unroutable
 from ftpdiag.core.transfers import TRANSFER_VERBS
+from ftpdiag.rules.client_checks import CLIENT_CHECKS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
 from ftpdiag.rules.tls_checks import TLS_CHECKS
@@ -485,5 +486,6 @@ CHECKS: tuple[Check, ...] = (
     upstream,
     optional_commands,
     *TLS_CHECKS,
+    *CLIENT_CHECKS,
 )
 FALLBACK: Check = catalog_fallback
