@@ -164,6 +164,11 @@ class SessionBuilder:
         return self._pending[0][0] if self._pending else None
 
     @property
+    def last_verb(self) -> str | None:
+        """The verb of the last command shown."""
+        return self._last_verb
+
+    @property
     def empty(self) -> bool:
         """Nothing FTP-like was seen: no command, reply or client error."""
         return not self._records

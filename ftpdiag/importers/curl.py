@@ -19,9 +19,12 @@ _DATA = re.compile(r"^<= Recv data, (\d+) bytes")
 def _score(lines: list[str]) -> float:
     verbose = share(lines, _VERBOSE)
     trace = share(lines, _TRACE)
-    has_curl = any(_CONNECTED.search(line) or _EXIT.match(line) for line in lines)
-    best = max(verbose, trace)
-    return min(1.0, best + (0.3 if has_curl else 0.0)) if best > 0.3 else 0.0
+    # "> " and "< " alone are any quoted text: curl's own lines must be there too.
+    has_curl = any(
+        _CONNECTED.search(line) or _EXIT.match(line) or "Trying " in line for line in lines
+    )
+    best = max(verbose if has_curl else 0.0, trace)
+    return min(1.0, best + 0.3) if best > 0.3 else 0.0
 
 
 def _parse(lines: list[str], out: Collector) -> None:

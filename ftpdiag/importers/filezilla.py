@@ -15,6 +15,7 @@ from ftpdiag.importers.errors import kind_of
 
 _STAMP = r"(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \d+ \d+ |(?P<time>\d\d:\d\d:\d\d)\s+)?"
 _CONNECTING = re.compile(r"^(?:Connecting to|Verbinde mit|Connexion à|Conectando a|Connessione a) (\S+?)(?:\.\.\.|…)?$")
+_ERRNO = re.compile(r"\b(E[A-Z]{4,}|EAI_[A-Z]+) - ")  # "ECONNREFUSED - Connection refused…"
 _TRANSFERRED = re.compile(r"transferred ([\d,. ]+) bytes")
 _CONSEQUENCE = re.compile(
     r"^(Critical error|Could not connect to server|Failed to retrieve directory listing"
@@ -42,13 +43,14 @@ def _score(lines: list[str]) -> float:
         return 0.0
     hits = [m for line in body if (m := pattern.match(line))]
     kinds = {k for m in hits for k, v in m.groupdict().items() if v and k not in ("text", "date", "time")}
-    if len(hits) / len(body) > 0.5 and {"command", "response"} & kinds and len(kinds) >= 2:
-        return 0.95
-    return 0.0
+    if len(hits) / len(body) <= 0.5 or len(kinds) < 2:
+        return 0.0
+    return 0.95 if {"command", "response"} & kinds else 0.7  # a connection that failed early
 
 
 def _parse(lines: list[str], out: Collector) -> None:
     pattern = _line()
+    errored: set[str] = set()
     for line in lines:
         match = pattern.match(line)
         if match is None:
@@ -60,8 +62,9 @@ def _parse(lines: list[str], out: Collector) -> None:
         if match.group("status"):
             if connecting := _CONNECTING.match(text):
                 out.new(upstream=connecting.group(1))
-            elif "connection attempt failed" in text.lower():
+            elif _ERRNO.search(text):  # "Connection attempt failed with …" in any language
                 out.current.client_error(kind_of(text), text, "filezilla", at)
+                errored.add(out.current.sid)
             elif count := _TRANSFERRED.search(text):
                 out.current.transferred(int(re.sub(r"[^\d]", "", count.group(1))))
             elif text.lower().startswith("disconnected from server"):
@@ -71,7 +74,11 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif match.group("response"):
             out.current.reply_line(match.group("text").rstrip(), at)
         elif match.group("error") and not _CONSEQUENCE.match(text):
-            out.current.client_error(kind_of(text), text, "filezilla", at)
+            kind = kind_of(text)
+            if kind == "error" and out.current.sid in errored:
+                continue  # a summary ("Could not connect", in any language) of what came before
+            out.current.client_error(kind, text, "filezilla", at)
+            errored.add(out.current.sid)
             if "disconnected" in text.lower() or "closed by server" in text.lower():
                 out.current.close("disconnected", at)
 

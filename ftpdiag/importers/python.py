@@ -68,11 +68,12 @@ def _command_from_frames(sources: list[str]) -> list[str]:
 
 def _traceback(lines: list[str], start: int, builder: SessionBuilder) -> int:
     sources: list[str] = []
+    functions: list[str] = []
     i = start + 1
     while i < len(lines):
         line = lines[i]
-        if _FRAME.match(line):
-            pass
+        if frame := _FRAME.match(line):
+            functions.append(frame.group(2))
         elif line.startswith("    ") and line.strip() and not line.strip().startswith("^"):
             sources.append(line.strip())
         elif line.strip() and not line.startswith(" "):
@@ -93,7 +94,9 @@ def _traceback(lines: list[str], start: int, builder: SessionBuilder) -> int:
             builder.reply(int(ftp_error.group(2)), ftp_error.group(3))
     elif exception := _EXCEPTION.match(last):
         message = f"{exception.group(1)}: {exception.group(2)}".strip()
-        builder.client_error(kind_of(message), message, "python")
+        # Failing inside ntransfercmd's create_connection: the data connection, not the control.
+        data = "ntransfercmd" in functions and functions[-1] in ("create_connection", "connect")
+        builder.client_error(kind_of(message), message, "python", channel="data" if data else None)
     builder.close("python exception")
     return i
 

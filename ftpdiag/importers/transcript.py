@@ -25,7 +25,8 @@ _TYPED = {"get": "RETR", "recv": "RETR", "put": "STOR", "send": "STOR", "append"
           "user": "USER", "binary": "TYPE I", "ascii": "TYPE A", "passive": None}  # fmt: skip
 # Replies that answer a command the client sends on its own.
 _IMPLIED = {227: "PASV", 229: "EPSV", 215: "SYST", 211: "FEAT", 213: "SIZE", 350: "REST",
-            331: "USER", 332: "USER"}  # fmt: skip
+            331: "USER", 332: "USER", 221: "QUIT"}  # fmt: skip
+_LOCAL_REMOTE = re.compile(r"^local: (.*) remote: (.*)$")
 _TRANSFERS = frozenset({"RETR", "STOR", "APPE", "LIST", "NLST", "MLSD"})
 
 
@@ -35,6 +36,8 @@ def _score(lines: list[str]) -> float:
     login = any(_NAME.match(line) or _CONNECTED.match(line) for line in lines)
     if prompts and replies:
         return 0.8
+    if any(_CLIENT_ERROR.match(line) for line in lines[:5]) and not replies:
+        return 0.5  # the client could not even connect
     return 0.6 if login and replies else 0.0
 
 
@@ -61,6 +64,10 @@ def _parse(lines: list[str], out: Collector) -> None:
             rest = name.group(3).strip()
             if reply_code(rest) is not None:
                 out.current.reply_line(rest)
+            continue
+        if (files := _LOCAL_REMOTE.match(line)) and not debug:
+            if not intent:
+                intent = [f"RETR {files.group(2)}"]
             continue
         if _PASSWORD.match(line) and not debug:
             out.current.command("PASS ****")
@@ -90,6 +97,13 @@ def _infer(out: Collector, code: int, line: str, intent: list[str]) -> None:
         return  # the greeting
     if builder.awaiting is not None:
         return  # the reply answers a command already shown
+    if code in (230, 331, 332, 530) and builder.last_verb is None:
+        builder.command("USER")  # "user NAME PASSWORD" typed without an echo
+        if code != 331:
+            return
+    if code in (230, 530, 332) and builder.last_verb == "USER":
+        builder.command("PASS ****")
+        return
     if line[3:4] == " " and code in _IMPLIED:
         builder.command(_IMPLIED[code])
         return

@@ -3,7 +3,8 @@ and a log that does not show the whole session (``log.partial``).
 
 A client that cannot connect, times out or fails its TLS handshake often leaves no reply to
 explain it: the error text is the only evidence. Errors a server reply already explains (a
-``530``, a ``550``: kinds ``login`` and ``not_found``) get no diagnosis of their own.
+``530``, a ``550``: kinds ``login`` and ``not_found``), and unclassified errors that follow a
+problem already diagnosed (the client's summary of it), get no diagnosis of their own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def client_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[
     kind = str(f.get("kind") or "error")
     if event != "client.error" or kind in _EXPLAINED_BY_A_REPLY:
         return
+    if kind == "error" and view.diagnoses:
+        return  # an unclassified "could not connect" after a refusal the server explained
     ev = {k: f.get(k) for k in ("kind", "message", "source", "channel", "mode", "awaiting")}
     if f.get("channel") == "data":
         if f.get("mode") == "active":

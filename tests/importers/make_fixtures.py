@@ -1,0 +1,149 @@
+"""Regenerate the client-log fixtures: run the real clients (curl -v, curl --trace-ascii,
+lftp -d, tnftp, Python ftplib) against pyftpdlib servers in failure configurations and keep
+what they print. Not run in CI (the outputs are committed); run it by hand after a client
+upgrade::
+
+    python -m tests.importers.make_fixtures
+
+The machine's ports and paths are replaced by fixed ones, so the files do not change from run
+to run except for the servers' passive ports.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.fake_servers import FakeFTPServer, Reply, make_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PASSWORD = "s3cret-pw"
+WRONG = "wrong-pw-123"
+PORT = "2121"
+
+# scenario → what the fake server does, what the client asks for, and with which password
+SCENARIOS: dict[str, tuple[list[Reply], str, str]] = {
+    "badpw": ([], "file.bin", WRONG),
+    "missing": ([], "missing.txt", PASSWORD),
+    "pasv_unreachable": (
+        [
+            Reply("PASV", 227, "Entering passive mode (127,0,0,1,0,{low})."),
+            Reply("EPSV", 229, "Entering extended passive mode (|||{closed}|)."),
+        ],
+        "file.bin",
+        PASSWORD,
+    ),
+    "tls_required": (
+        [Reply("USER", 530, "Non-anonymous sessions must use encryption.")],
+        "file.bin",
+        PASSWORD,
+    ),
+}
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _curl(url: str, pw: str, trace: bool) -> list[str]:
+    out = ["--trace-ascii", "-"] if trace else ["-v"]
+    return ["curl", *out, "-sS", "--max-time", "5", "--disable-epsv", "--no-ftp-skip-pasv-ip",
+            "-u", f"user:{pw}", url, "-o", "/dev/null"]  # fmt: skip
+
+
+def _lftp(host: str, port: int, path: str, pw: str) -> list[str]:
+    script = (
+        "set net:max-retries 1; set net:timeout 3; set ftp:prefer-epsv no; "
+        f"set ftp:ssl-allow no; get {path} -o /dev/null; bye"
+    )
+    return ["lftp", "-d", "-e", script, "-u", f"user,{pw}", f"ftp://{host}:{port}"]
+
+
+FTPLIB_SCRIPT = """
+import ftplib, sys
+ftp = ftplib.FTP()
+ftp.set_debuglevel({debug})
+ftp.connect("{host}", {port}, timeout=5)
+ftp.login("user", "{pw}")
+ftp.retrbinary("RETR {path}", lambda chunk: None)
+ftp.quit()
+"""
+
+
+def _run(cmd: list[str], stdin: str | None = None) -> str:
+    done = subprocess.run(
+        cmd,
+        input=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one pipe keeps the client's errors where they happened
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout
+
+
+def _normalise(text: str, port: int, tmp: str) -> str:
+    text = text.replace(tmp, "/home/me").replace(f":{port}", f":{PORT}")
+    text = re.sub(rf"\bport {port}\b", f"port {PORT}", text)
+    text = re.sub(r'File "/[^"]*/(ftplib|socket)\.py"', r'File "/usr/lib/python3/\1.py"', text)
+    return re.sub(r"\b127\.0\.0\.1 %s\b" % port, f"127.0.0.1 {PORT}", text)
+
+
+def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, Callable[[], str]]:
+    url = f"ftp://{host}:{port}/{path}"
+    script = tmp / "download.py"
+
+    def ftplib_run(debug: int) -> str:
+        script.write_text(
+            FTPLIB_SCRIPT.format(debug=debug, host=host, port=port, pw=pw, path=path)
+        )
+        return _run([sys.executable, str(script)])
+
+    tnftp_script = f"open {host} {port}\nuser user {pw}\nget {path} /dev/null\nquit\n"
+    return {
+        "curl_v": lambda: _run(_curl(url, pw, trace=False)),
+        "curl_trace": lambda: _run(_curl(url, pw, trace=True)),
+        "lftp": lambda: _run(_lftp(host, port, path, pw)),
+        "tnftp": lambda: _run(["tnftp", "-n", "-v"], stdin=tnftp_script),
+        "ftplib_traceback": lambda: ftplib_run(0),
+        "ftplib_debug": lambda: ftplib_run(1),
+    }
+
+
+def main() -> None:
+    FIXTURES.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        make_file(tmp / "root", "file.bin", 5000)
+        for scenario, (faults, path, pw) in SCENARIOS.items():
+            closed = _closed_port()
+            filled = [
+                Reply(f.command, f.code, f.text.format(low=closed % 256, closed=closed))
+                for f in faults
+            ]
+            if scenario == "pasv_unreachable":  # PASV spells the port as two bytes
+                filled[0] = Reply(
+                    "PASV", 227, f"Entering passive mode (127,0,0,1,{closed // 256},{closed % 256})."
+                )
+            with FakeFTPServer(tmp / "root", faults=filled, password=PASSWORD) as srv:
+                host, port = srv.address
+                for client, run in _clients(host, port, path, pw, tmp).items():
+                    text = _normalise(run(), port, name)
+                    (FIXTURES / f"{client}.{scenario}.log").write_text(text, encoding="utf-8")
+        port = _closed_port()
+        for client, run in _clients("127.0.0.1", port, "file.bin", PASSWORD, tmp).items():
+            text = _normalise(run(), port, name)
+            (FIXTURES / f"{client}.refused.log").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
