@@ -66,6 +66,7 @@ class SessionBuilder:
     _closed: str | None = None
     _ended: tuple[_Transfer, int, datetime | None] | None = None
     _last_verb: str | None = None
+    _greeted: bool = False
     unseen: list[str] = field(default_factory=list)
 
     # ---- what importers call ---------------------------------------------------------------
@@ -187,6 +188,8 @@ class SessionBuilder:
         if self._started is not None:
             opened["timestamp"] = self._started.isoformat()
         out = [opened, *self._records]
+        if self._seen_reply and not self._greeted and "start" not in self.unseen:
+            self.unseen.insert(0, "start")
         if self._closed is None:
             self.unseen.append("end")
         if self.unseen:
@@ -237,6 +240,7 @@ class SessionBuilder:
         if greeting and reply.code not in (120, 220, 421):
             self.unseen.append("start")  # a reply to a command the log does not show
             greeting = False
+        self._greeted = self._greeted or greeting
         pending = self._pending[0] if self._pending else None
         if pending is not None and not reply.preliminary:
             self._pending.popleft()

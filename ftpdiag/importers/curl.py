@@ -13,6 +13,9 @@ _TRACE = re.compile(r"^(== Info:|=> Send header|<= Recv header|<= Recv data|=> S
 _CONNECTED = re.compile(r"Connected to (\S+) \(([^)]*)\) port (\d+) \(#(\d+)\)")
 _FAILED = re.compile(r"(?:connect to .* failed: |Failed to connect .*?: |Connection timed out)(.*)$")
 _EXIT = re.compile(r"^curl: \((\d+)\) (.*)$")
+# curl's exit codes (man curl, "EXIT CODES") whose words do not say the kind themselves.
+_EXIT_KINDS = {6: "dns", 28: "timeout", 35: "tls", 52: "closed", 56: "reset", 60: "tls",
+               67: "login", 78: "not_found"}  # fmt: skip
 _DATA = re.compile(r"^<= Recv data, (\d+) bytes")
 
 
@@ -31,6 +34,7 @@ def _parse(lines: list[str], out: Collector) -> None:
     connection: str | None = None
     expect: str | None = None  # the trace's next "0000:" line is a "send" or a "recv" header
     reported = False
+    exit_status: re.Match[str] | None = None
     for line in lines:
         if line.startswith("== Info: "):
             info = line[9:].strip()
@@ -69,12 +73,15 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif line.startswith("< "):
             out.current.reply_line(line[2:])
         elif exit_line := _EXIT.match(line):
-            message = exit_line.group(2)
-            if not reported:
-                out.current.client_error(kind_of(message), line, f"curl ({exit_line.group(1)})")
-            out.current.close(f"curl exit {exit_line.group(1)}")
+            exit_status = exit_line  # stderr may come before the trace: handled at the end
     for builder in out.builders[:-1]:
         builder.close("connection reused or closed")
+    if exit_status is not None:
+        code, message = exit_status.groups()
+        if not reported:
+            kind = _EXIT_KINDS.get(int(code)) or kind_of(message)
+            out.current.client_error(kind, exit_status.group(0), f"curl ({code})")
+        out.current.close(f"curl exit {code}")
 
 
 CURL = text_format("curl", "curl -v or --trace-ascii output", _score, _parse)

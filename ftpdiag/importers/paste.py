@@ -68,6 +68,5 @@ def _unquote(lines: list[str]) -> list[str]:
 def clean_lines(data: bytes) -> list[str]:
     """The pasted input as clean, redacted lines (fences and quoting removed, dedented)."""
     text = redact(decode(data).replace("\r\n", "\n").replace("\r", "\n").replace("\x00", ""))
-    lines = [line for line in text.split("\n") if not _FENCE.match(line)]
-    lines = _unquote(lines)
-    return textwrap.dedent("\n".join(line.rstrip() for line in lines)).split("\n")
+    lines = [line for line in _unquote(text.split("\n")) if not _FENCE.match(line)]
+    return textwrap.dedent("\n".join(line.rstrip() for line in lines)).strip("\n").split("\n")

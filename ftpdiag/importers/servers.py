@@ -16,7 +16,7 @@ _VSFTPD = re.compile(
     r"^(?P<when>\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4}) \[pid (?P<pid>\d+)\] (?:\[(?P<user>[^\]]*)\] )?"
     r"(?P<what>CONNECT|FTP command|FTP response|OK LOGIN|FAIL LOGIN|OK DOWNLOAD|FAIL DOWNLOAD"
     r"|OK UPLOAD|FAIL UPLOAD|OK MKDIR|FAIL MKDIR|OK DELETE|FAIL DELETE|OK RENAME|FAIL RENAME)"
-    r': Client "(?P<client>[^"]*)"(?:, "(?P<text>.*?)")?(?P<rest>.*)$'
+    r': Client "(?P<client>[^"]*)"(?:, "(?P<text>.*)")?$'
 )
 _PROFTPD_EXT = re.compile(
     r'^(?P<client>\S+) \S+ \S+ \[(?P<when>[^\]]+)\] "(?P<command>[^"]*)" (?P<code>\d{3}|-) (?P<bytes>\d+|-)'

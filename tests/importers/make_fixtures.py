@@ -1,6 +1,7 @@
 """Regenerate the client-log fixtures: run the real clients (curl -v, curl --trace-ascii,
 lftp -d, tnftp, Python ftplib) against pyftpdlib servers in failure configurations and keep
-what they print. Not run in CI (the outputs are committed); run it by hand after a client
+what they print; run curl against vsftpd and ProFTPD (tests/interop/servers.py, as root) and
+keep the servers' logs. Not run in CI (the outputs are committed); run it by hand after a client
 upgrade::
 
     python -m tests.importers.make_fixtures
@@ -92,10 +93,10 @@ def _run(cmd: list[str], stdin: str | None = None) -> str:
 
 
 def _normalise(text: str, port: int, tmp: str) -> str:
-    text = text.replace(tmp, "/home/me").replace(f":{port}", f":{PORT}")
-    text = re.sub(rf"\bport {port}\b", f"port {PORT}", text)
+    """Fixed paths and control port (the servers' passive ports still vary from run to run)."""
+    text = text.replace(tmp, "/home/me")
     text = re.sub(r'File "/[^"]*/(ftplib|socket)\.py"', r'File "/usr/lib/python3/\1.py"', text)
-    return re.sub(r"\b127\.0\.0\.1 %s\b" % port, f"127.0.0.1 {PORT}", text)
+    return re.sub(rf"\b{port}\b", PORT, text)
 
 
 def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, Callable[[], str]]:
@@ -117,6 +118,27 @@ def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, C
         "ftplib_traceback": lambda: ftplib_run(0),
         "ftplib_debug": lambda: ftplib_run(1),
     }
+
+
+def server_logs() -> None:
+    """The real servers' own logs of a wrong password and a missing file (vsftpd with
+    log_ftp_protocol, also in its TLS-required variant; ProFTPD's SystemLog), via curl."""
+    from tests.interop.servers import ProftpdServer, VsftpdServer
+
+    runs = {
+        "vsftpd.protocol": (VsftpdServer, {}, "vsftpd.log"),
+        "vsftpd.tls_required": (VsftpdServer, {"tls": True}, "vsftpd.log"),
+        "proftpd.systemlog": (ProftpdServer, {}, "server.log"),
+    }
+    for name, (server, options, log) in runs.items():
+        with server(**options) as srv:
+            for pw, path in ((WRONG, "file.bin"), (srv.password, "missing.txt")):
+                url = f"ftp://{srv.host}:{srv.port}/{path}"
+                _run(["curl", "-sS", "--max-time", "5", "-u", f"{srv.user}:{pw}", url, "-o",
+                      "/dev/null"])  # fmt: skip
+            text = (srv.workdir / log).read_text(encoding="utf-8", errors="replace")
+        text = re.sub(r"(\d\d:\d\d:\d\d,\d+) \S+ proftpd", r"\1 files proftpd", text)
+        (FIXTURES / f"{name}.log").write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -143,6 +165,7 @@ def main() -> None:
         for client, run in _clients("127.0.0.1", port, "file.bin", PASSWORD, tmp).items():
             text = _normalise(run(), port, name)
             (FIXTURES / f"{client}.refused.log").write_text(text, encoding="utf-8")
+    server_logs()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,282 @@
+"""Importers: every fixture is detected as its own format (and by no other detector), rebuilt
+into the proxy's records, and diagnosed with the root cause the failure deserves; no password
+of any fixture survives into any output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftpdiag import importers
+from ftpdiag.analyze import analyze_records, markdown
+from ftpdiag.importers.base import Format
+from ftpdiag.importers.paste import clean_lines, redact
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FALLBACK = "text"
+
+# fixture → (its format, the root-cause rule of each session it holds; None: no problem)
+EXPECTED: dict[str, tuple[str, list[str | None]]] = {
+    "curl_v.badpw": ("curl", ["login.failed"]),
+    "curl_v.missing": ("curl", ["reply.explained"]),  # curl stops at SIZE's 550
+    "curl_v.pasv_unreachable": ("curl", ["client.data_failed"]),
+    "curl_v.refused": ("curl", ["client.refused"]),
+    "curl_v.tls_required": ("curl", ["tls.required"]),
+    "curl_v.two_sessions_quoted": ("curl", ["login.failed", None]),
+    "curl_trace.badpw": ("curl", ["login.failed"]),
+    "curl_trace.missing": ("curl", ["reply.explained"]),
+    "curl_trace.pasv_unreachable": ("curl", ["client.data_failed"]),
+    "curl_trace.refused": ("curl", ["client.refused"]),
+    "curl_trace.tls_required": ("curl", ["tls.required"]),
+    "lftp.badpw": ("lftp", ["login.failed"]),
+    "lftp.missing": ("lftp", ["file.not_found"]),
+    "lftp.pasv_unreachable": ("lftp", ["client.data_failed"]),
+    "lftp.refused": ("lftp", ["client.refused"]),
+    "lftp.tls_required": ("lftp", ["tls.required"]),
+    "tnftp.badpw": ("ftp", ["login.failed"]),
+    "tnftp.missing": ("ftp", ["file.not_found"]),
+    "tnftp.pasv_unreachable": ("ftp", ["client.data_failed"]),  # then tnftp falls back to PORT
+    "tnftp.refused": ("ftp", ["client.refused"]),
+    "tnftp.tls_required": ("ftp", ["tls.required"]),
+    "ftplib_traceback.badpw": ("python", ["login.failed"]),
+    "ftplib_traceback.missing": ("python", ["file.not_found"]),
+    "ftplib_traceback.pasv_unreachable": ("python", ["client.data_failed"]),
+    "ftplib_traceback.refused": ("python", ["client.refused"]),
+    "ftplib_traceback.tls_required": ("python", ["tls.required"]),
+    "ftplib_debug.badpw": ("python", ["login.failed"]),
+    "ftplib_debug.missing": ("python", ["file.not_found"]),
+    "ftplib_debug.pasv_unreachable": ("python", ["client.data_failed"]),
+    "ftplib_debug.refused": ("python", ["client.refused"]),
+    "ftplib_debug.tls_required": ("python", ["tls.required"]),
+    "filezilla.en.timeout": ("filezilla", ["client.data_failed"]),
+    "filezilla.fr.badpw": ("filezilla", ["login.failed"]),
+    "filezilla.de.missing": ("filezilla", ["file.not_found"]),
+    "filezilla.es.refused": ("filezilla", ["client.refused"]),
+    "winscp.timeout": ("winscp", ["client.data_failed"]),
+    "vsftpd.protocol": ("server", [None, "login.failed", "reply.explained"]),
+    "vsftpd.tls_required": ("server", [None, "tls.required", "tls.required"]),
+    "vsftpd.badpw": ("server", ["login.failed"]),
+    "proftpd.systemlog": ("server", ["login.failed"]),
+    "proftpd.missing": ("server", ["reply.explained"]),  # the ExtendedLog has no reply text
+    "pureftpd.badpw": ("server", ["login.failed"]),
+    "text.forum_paste": ("text", ["transfer.storage"]),
+}
+# Every password any fixture shows in clear.
+PASSWORDS = (
+    "s3cret-pw", "wrong-pw-123", "mot-de-passe-secret", "hunter2-secret", "first-secret",
+    "second-secret", "ftpdiag-interop-pw",
+)  # fmt: skip
+
+
+def _data(name: str) -> bytes:
+    return (FIXTURES / f"{name}.log").read_bytes()
+
+
+def _results(name: str, fmt: str | None = None) -> list[dict[str, Any]]:
+    found = importers.read(_data(name), fmt)
+    assert found is not None, name
+    return analyze_records([r for s in found[1] for r in s], facts=True)
+
+
+def _roots(results: list[dict[str, Any]]) -> list[str | None]:
+    return [
+        (r["root_cause"] or {}).get("rule") for r in results if r["event"] == "session.summary"
+    ]
+
+
+def test_every_fixture_is_listed() -> None:
+    """Each committed fixture has an expectation, and each expectation a fixture."""
+    assert {p.stem for p in FIXTURES.glob("*.log")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_detected_and_diagnosed(name: str) -> None:
+    """The fixture is detected as its format and each session gets the expected root cause."""
+    fmt, roots = EXPECTED[name]
+    detected = importers.detect(_data(name))
+    assert detected is not None and detected.name == fmt
+    assert _roots(_results(name)) == roots
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_no_other_detector_claims_the_fixture(name: str) -> None:
+    """Every other detector scores the fixture 0 (the fallback at most its fallback score)."""
+    own = EXPECTED[name][0]
+    head = _data(name)
+    for other in importers.formats().values():
+        if other.name == own:
+            assert other.detect(head) > 0, other.name
+        elif other.name == FALLBACK:
+            assert other.detect(head) <= 0.05
+        else:
+            assert other.detect(head) == 0.0, (other.name, name)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_records_have_the_proxy_schema(name: str) -> None:
+    """Rebuilt sessions open, close once, and pair replies with commands as the proxy does."""
+    found = importers.read(_data(name))
+    assert found is not None
+    for session in found[1]:
+        events = [r["event"] for r in session]
+        assert events[0] == "session.open" and events[-1] == "session.close"
+        assert events.count("session.close") == 1
+        for record in session:
+            if record["event"] == "reply":
+                assert {"code", "text", "command", "arg", "state", "latency_ms"} <= set(record)
+            if record["event"] == "client.error":
+                assert {"kind", "message", "source", "channel"} <= set(record)
+
+
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ftpdiag", "analyze", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_no_password_in_any_output() -> None:
+    """No clear-text password of any fixture appears in text, JSON or Markdown output."""
+    paths = [str(p) for p in sorted(FIXTURES.glob("*.log"))]
+    for output in ("text", "json", "markdown"):
+        done = _cli(*paths, "--format", output)
+        assert done.returncode == 0, done.stderr
+        shown = done.stdout.decode() + done.stderr.decode()
+        leaked = [pw for pw in PASSWORDS if pw in shown]
+        assert not leaked, (output, leaked)
+
+
+def test_json_output_is_the_proxy_log() -> None:
+    """--format json starts with the detected input, then every record with its session."""
+    done = _cli(str(FIXTURES / "lftp.missing.log"), "--format", "json")
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert records[0] == {
+        "event": "analyze.input",
+        "input": "lftp",
+        "path": str(FIXTURES / "lftp.missing.log"),
+        "sessions": 1,
+    }
+    events = [r["event"] for r in records[1:]]
+    assert {"session.open", "command", "reply", "diagnosis", "session.close"} <= set(events)
+    assert events[-1] == "session.summary"
+    retr = next(r for r in records if r["event"] == "reply" and r["command"] == "RETR")
+    assert retr["code"] == 550 and retr["arg"] == "missing.txt" and retr["session"] == "s1"
+
+
+def test_stdin_and_forced_input() -> None:
+    """``-`` reads standard input; --input forces a format over detection."""
+    paste = _data("curl_v.badpw")
+    done = _cli("-", "--format", "markdown", stdin=paste)
+    assert done.returncode == 0 and b"Login incorrect for user user" in done.stdout
+    forced = _cli("-", "--input", "text", "--format", "json", stdin=paste)
+    head = json.loads(forced.stdout.splitlines()[0])
+    assert head["input"] == "text"
+
+
+def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
+    """Text without FTP in it exits 2 with one line naming the formats tried, no traceback."""
+    prose = tmp_path / "prose.txt"
+    prose.write_text("Hello, my upload does not work. Please help!\n", encoding="utf-8")
+    done = _cli(str(prose))
+    assert done.returncode == 2
+    assert b"no FTP commands or replies found" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_markdown_has_cause_evidence_and_fix() -> None:
+    """The Markdown block names the root cause, quotes the log lines and gives the fix."""
+    text = markdown(_results("tnftp.tls_required"), "ftp", "paste")
+    assert "### Session s1:" in text and "```" in text
+    assert "< 530 Non-anonymous sessions must use encryption." in text
+    assert "**Fix:**" in text
+
+
+def test_partial_logs_say_what_is_missing() -> None:
+    """A log cut before the end, or starting mid-session, says so (an info, never a cause)."""
+    lines = _data("lftp.missing").decode().splitlines()
+    start = next(i for i, line in enumerate(lines) if "PWD" in line)
+    cut = "\n".join(lines[start : start + 4]).encode()  # PWD, 257, TYPE I, 200
+    found = importers.read(cut, "lftp")
+    assert found is not None
+    partial = [r for r in found[1][0] if r["event"] == "log.partial"]
+    assert partial and set(partial[0]["unseen"]) == {"start", "end"}
+    results = analyze_records(found[1][0], facts=True)
+    rules = [r["rule"] for r in results if r["event"] == "diagnosis"]
+    assert "log.partial" in rules and _roots(results) == [None]
+    assert not any(r.get("rule") == "protocol.unsolicited" for r in results)
+
+
+def test_healthy_session_has_no_root_cause() -> None:
+    """A clean transfer rebuilt from a log has no error diagnosis and no root cause."""
+    log = (
+        b"> 220 ready\n"
+        b"Status:\tConnecting to 127.0.0.1:21...\n"
+        b"Response:\t220 ready\nCommand:\tUSER u\nResponse:\t331 pw\nCommand:\tPASS p4ss-word\n"
+        b"Response:\t230 ok\nCommand:\tPASV\nResponse:\t227 Entering Passive Mode (127,0,0,1,4,1)\n"
+        b"Command:\tRETR a.bin\nResponse:\t150 Opening\nResponse:\t226 Done\n"
+        b"Status:\tFile transfer successful, transferred 1,024 bytes in 1 second\n"
+        b"Command:\tQUIT\nResponse:\t221 bye\nStatus:\tDisconnected from server\n"
+    )
+    found = importers.read(log.split(b"\n", 1)[1])
+    assert found is not None and found[0].name == "filezilla"
+    records = found[1][0]
+    end = next(r for r in records if r["event"] == "transfer.end")
+    assert end["bytes"] == 1024 and end["outcome"] == 226
+    results = analyze_records(records)
+    assert _roots(results) == [None]
+    assert not [r for r in results if r.get("severity") == "error"]
+
+
+def test_paste_cleanup() -> None:
+    """Quote markers, fences, indentation and CRLF are undone; curl's own '>' lines are kept."""
+    quoted = b"> ```\r\n>     Command:\tUSER a\r\n>     Response:\t331 ok\r\n> ```\r\n"
+    assert clean_lines(quoted) == ["Command:\tUSER a", "Response:\t331 ok"]
+    curl = b"* Connected to h (1.2.3.4) port 21 (#0)\n> USER a\n< 331 ok\n"
+    assert clean_lines(curl)[1:] == ["> USER a", "< 331 ok"]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("> PASS hunter2", "> PASS ****"),
+        ("0000: PASS hunter2", "0000: PASS ****"),
+        ("> 2024-01-01 10:00:00.123 PASS hunter2", "> 2024-01-01 10:00:00.123 PASS ****"),
+        ("530 Log in with USER and PASS first.", "530 Log in with USER and PASS first."),
+        ("$ curl -u bob:hunter2 ftp://h/", "$ curl -u bob:**** ftp://h/"),
+        ("lftp -u bob,hunter2 h", "lftp -u bob,**** h"),
+        ("get ftp://bob:hunter2@h/x", "get ftp://bob:****@h/x"),
+        ('    ftp.login("bob", "hunter2")', '    ftp.login("bob", "****")'),
+    ],
+)
+def test_redaction(line: str, expected: str) -> None:
+    """Passwords in commands, URLs, curl/lftp options and ftplib calls become ****."""
+    assert redact(line) == expected
+
+
+def test_registry_accepts_binary_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A format that recognises magic bytes (as a capture reader will) wins detection."""
+    magic = b"\xd4\xc3\xb2\xa1"
+    fake = Format("fakecap", "test only", lambda head: 1.0 if head[:4] == magic else 0.0,
+                  lambda data: [[{"event": "session.open", "session": "c1"}]])  # fmt: skip
+    monkeypatch.setitem(importers.base._REGISTRY, "fakecap", fake)
+    assert importers.detect(magic + b"\x00\xff" * 10) is fake
+    assert importers.detect(_data("lftp.badpw")).name == "lftp"  # type: ignore[union-attr]
+
+
+def test_client_error_kinds() -> None:
+    """Client messages map to the kinds of client.error (the table in client_errors.toml)."""
+    from ftpdiag.importers.errors import kind_of
+
+    assert kind_of("Connection attempt failed with ECONNREFUSED") == "refused"
+    assert kind_of("Connection timed out after 20 seconds of inactivity") == "timeout"
+    assert kind_of("socket.gaierror: [Errno -2] Name or service not known") == "dns"
+    assert kind_of("GnuTLS error -15: An unexpected TLS packet was received.") == "tls"
+    assert kind_of("ECONNRESET - Connection reset by peer") == "reset"
+    assert kind_of("something odd") == "error"
