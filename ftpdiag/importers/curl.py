@@ -11,7 +11,9 @@ from ftpdiag.importers.errors import kind_of
 _VERBOSE = re.compile(r"^(\*|>|<) ")
 _TRACE = re.compile(r"^(== Info:|=> Send header|<= Recv header|<= Recv data|=> Send data|\d{4}: )")
 _CONNECTED = re.compile(r"Connected to (\S+) \(([^)]*)\) port (\d+) \(#(\d+)\)")
-_FAILED = re.compile(r"(?:connect to .* failed: |Failed to connect .*?: |Connection timed out)(.*)$")
+_FAILED = re.compile(
+    r"(?:connect to .* failed: |Failed to connect .*?: |Connection timed out)(.*)$"
+)
 _EXIT = re.compile(r"^curl: \((\d+)\) (.*)$")
 # curl's exit codes (man curl, "EXIT CODES") whose words do not say the kind themselves.
 _EXIT_KINDS = {6: "dns", 28: "timeout", 35: "tls", 52: "closed", 56: "reset", 60: "tls",

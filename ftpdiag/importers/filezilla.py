@@ -14,7 +14,9 @@ from ftpdiag.importers.base import Collector, parse_time, text_format
 from ftpdiag.importers.errors import kind_of
 
 _STAMP = r"(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \d+ \d+ |(?P<time>\d\d:\d\d:\d\d)\s+)?"
-_CONNECTING = re.compile(r"^(?:Connecting to|Verbinde mit|Connexion à|Conectando a|Connessione a) (\S+?)(?:\.\.\.|…)?$")
+_CONNECTING = re.compile(
+    r"^(?:Connecting to|Verbinde mit|Connexion à|Conectando a|Connessione a) (\S+?)(?:\.\.\.|…)?$"
+)
 _ERRNO = re.compile(r"\b(E[A-Z]{4,}|EAI_[A-Z]+) - ")  # "ECONNREFUSED - Connection refused…"
 _TRANSFERRED = re.compile(r"transferred ([\d,. ]+) bytes")
 _CONSEQUENCE = re.compile(
@@ -42,7 +44,9 @@ def _score(lines: list[str]) -> float:
     if not body:
         return 0.0
     hits = [m for line in body if (m := pattern.match(line))]
-    kinds = {k for m in hits for k, v in m.groupdict().items() if v and k not in ("text", "date", "time")}
+    kinds = {
+        k for m in hits for k, v in m.groupdict().items() if v and k not in ("text", "date", "time")
+    }
     if len(hits) / len(body) <= 0.5 or len(kinds) < 2:
         return 0.0
     return 0.95 if {"command", "response"} & kinds else 0.7  # a connection that failed early

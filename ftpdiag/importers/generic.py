@@ -16,12 +16,16 @@ _VERBS = (
 )
 _ARROW = r"^(?:.*?(?:-+>|=>|>>|>|→|C:|client:|send:|sent:|cmd:)\s*)?"
 _COMMAND = re.compile(_ARROW + rf"((?:{_VERBS})(?: .*)?)$", re.I)
-_REPLY = re.compile(r"^(?:.*?(?:<-+|<=|<<|<|←|S:|server:|recv:|received:|resp:)\s*)?(\d{3}[ -].*)$", re.I)
+_REPLY = re.compile(
+    r"^(?:.*?(?:<-+|<=|<<|<|←|S:|server:|recv:|received:|resp:)\s*)?(\d{3}[ -].*)$", re.I
+)
 
 
 def _score(lines: list[str]) -> float:
     commands = sum(1 for line in lines if _COMMAND.match(line.strip()))
-    replies = sum(1 for line in lines if (m := _REPLY.match(line.strip())) and reply_code(m.group(1)))
+    replies = sum(
+        1 for line in lines if (m := _REPLY.match(line.strip())) and reply_code(m.group(1))
+    )
     return 0.05 if commands and replies else 0.0
 
 

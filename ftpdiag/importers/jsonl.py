@@ -43,4 +43,3 @@ def _read(data: bytes) -> Sessions:
 
 
 JSONL = register(Format("jsonl", "ftpdiag's JSON-lines log (--log-file)", _detect, _read))
-

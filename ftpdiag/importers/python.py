@@ -109,7 +109,9 @@ def _parse(lines: list[str], out: Collector) -> None:
             kind, body = debug.groups()
             text = _literal(body)
             if kind in ("cmd", "put"):
-                if kind == "cmd" or not any(_DEBUG.match(x) and x.startswith("*cmd*") for x in lines):
+                if kind == "cmd" or not any(
+                    _DEBUG.match(x) and x.startswith("*cmd*") for x in lines
+                ):
                     out.current.command(text.rstrip("\r\n"))
             elif kind == "resp" or not any(x.startswith("*resp*") for x in lines):
                 for part in text.rstrip("\r\n").split("\n"):

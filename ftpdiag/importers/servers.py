@@ -13,13 +13,15 @@ from ftpdiag.importers.builder import SessionBuilder
 from ftpdiag.importers.errors import kind_of
 
 _VSFTPD = re.compile(
-    r"^(?P<when>\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4}) \[pid (?P<pid>\d+)\] (?:\[(?P<user>[^\]]*)\] )?"
+    r"^(?P<when>\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4}) \[pid (?P<pid>\d+)\] "
+    r"(?:\[(?P<user>[^\]]*)\] )?"
     r"(?P<what>CONNECT|FTP command|FTP response|OK LOGIN|FAIL LOGIN|OK DOWNLOAD|FAIL DOWNLOAD"
     r"|OK UPLOAD|FAIL UPLOAD|OK MKDIR|FAIL MKDIR|OK DELETE|FAIL DELETE|OK RENAME|FAIL RENAME)"
     r': Client "(?P<client>[^"]*)"(?:, "(?P<text>.*)")?$'
 )
 _PROFTPD_EXT = re.compile(
-    r'^(?P<client>\S+) \S+ \S+ \[(?P<when>[^\]]+)\] "(?P<command>[^"]*)" (?P<code>\d{3}|-) (?P<bytes>\d+|-)'
+    r'^(?P<client>\S+) \S+ \S+ \[(?P<when>[^\]]+)\] "(?P<command>[^"]*)" '
+    r"(?P<code>\d{3}|-) (?P<bytes>\d+|-)"
 )
 _PROFTPD_SYS = re.compile(
     r"^(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \S+ proftpd\[(?P<pid>\d+)\] \S+ "
@@ -27,7 +29,8 @@ _PROFTPD_SYS = re.compile(
 )
 _PROFTPD_TLS = re.compile(r"^(?P<when>\S+ \S+) mod_tls/[\d.]+\[(?P<pid>\d+)\]: (?P<text>.*)$")
 _PURE = re.compile(
-    r"^(?:\w{3} +\d+ \d\d:\d\d:\d\d \S+ )?pure-ftpd(?:\[\d+\])?: \((?P<user>[^@]*)@(?P<client>[^)]+)\) "
+    r"^(?:\w{3} +\d+ \d\d:\d\d:\d\d \S+ )?pure-ftpd(?:\[\d+\])?: "
+    r"\((?P<user>[^@]*)@(?P<client>[^)]+)\) "
     r"\[(?P<level>[A-Z]+)\] (?P<text>.*)$"
 )
 _PURE_COMMAND = re.compile(r"^Command \[(\w+)\] \[(.*)\]$")

@@ -12,7 +12,9 @@ from ftpdiag.importers.errors import kind_of
 _LINE = re.compile(r"^([<>!.*]) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ?(.*)$")
 _CONNECTING = re.compile(r"^Connecting to (\S+?)(?: \.\.\.|\.\.\.)?$")
 _PORT = re.compile(r"^Host name: (\S+) \(Port: (\d+)\)")
-_OWN_ERROR = re.compile(r"^(Timeout detected|Network error|Connection failed|Lost connection)", re.I)
+_OWN_ERROR = re.compile(
+    r"^(Timeout detected|Network error|Connection failed|Lost connection)", re.I
+)
 _TRANSFERRED = re.compile(r"(\d+) bytes (?:transferred|sent|received)", re.I)
 
 

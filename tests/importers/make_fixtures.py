@@ -104,9 +104,7 @@ def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, C
     script = tmp / "download.py"
 
     def ftplib_run(debug: int) -> str:
-        script.write_text(
-            FTPLIB_SCRIPT.format(debug=debug, host=host, port=port, pw=pw, path=path)
-        )
+        script.write_text(FTPLIB_SCRIPT.format(debug=debug, host=host, port=port, pw=pw, path=path))
         return _run([sys.executable, str(script)])
 
     tnftp_script = f"open {host} {port}\nuser user {pw}\nget {path} /dev/null\nquit\n"
@@ -154,7 +152,9 @@ def main() -> None:
             ]
             if scenario == "pasv_unreachable":  # PASV spells the port as two bytes
                 filled[0] = Reply(
-                    "PASV", 227, f"Entering passive mode (127,0,0,1,{closed // 256},{closed % 256})."
+                    "PASV",
+                    227,
+                    f"Entering passive mode (127,0,0,1,{closed // 256},{closed % 256}).",
                 )
             with FakeFTPServer(tmp / "root", faults=filled, password=PASSWORD) as srv:
                 host, port = srv.address

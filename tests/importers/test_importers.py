@@ -84,9 +84,7 @@ def _results(name: str, fmt: str | None = None) -> list[dict[str, Any]]:
 
 
 def _roots(results: list[dict[str, Any]]) -> list[str | None]:
-    return [
-        (r["root_cause"] or {}).get("rule") for r in results if r["event"] == "session.summary"
-    ]
+    return [(r["root_cause"] or {}).get("rule") for r in results if r["event"] == "session.summary"]
 
 
 def test_every_fixture_is_listed() -> None:
