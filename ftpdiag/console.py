@@ -110,6 +110,44 @@ class ConsoleRenderer:
             )
         return self.paint(text, "bold")
 
+    def _proxy_exposed(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(
+            f"⚠ listening on {ev['listen']}, beyond loopback, without --allow-client: anyone who"
+            f" can reach this port can use the proxy.\n{INDENT}Fix: add --allow-client CIDR"
+            " (repeatable) for the clients you expect.",
+            "yellow",
+        )
+
+    def _access_refused(self, ev: Mapping[str, Any]) -> str:
+        text = f"⊘ refused client {ev['client']}: {ev['reason']} (answered 421)"
+        return self.paint(text, "yellow")
+
+    def _tls_ca(self, ev: Mapping[str, Any]) -> str:
+        ca = ev["ca"]
+        state = "created its local CA" if ev.get("created") else "uses its local CA"
+        return self.paint(
+            f"FTPS: ftpdiag {state} at {ca}; clients must trust it to accept the certificates"
+            f" ftpdiag shows them.\n{INDENT}Trust it: curl --cacert {ca} …"
+            f"  (lftp: set ssl:ca-file {ca})",
+            "dim",
+        )
+
+    def _tls_insecure(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(
+            f"⚠ --insecure: the certificate of {ev['upstream']} is not verified; anyone in the"
+            " path could impersonate the server.",
+            "yellow",
+        )
+
+    def _proxy_internal_error(self, ev: Mapping[str, Any]) -> str:
+        message = f": {ev['message']}" if ev.get("message") else ""
+        victim = "this session got 421 and was closed; " if ev.get("session") else ""
+        return self.paint(
+            f"✗ internal error in ftpdiag, {ev['error']}{message} (at {ev.get('where')});"
+            f" {victim}please report this bug with the JSON log (--log-file) attached.",
+            "red",
+        )
+
     def _transfer_start(self, ev: Mapping[str, Any]) -> str:
         arrow = "⇣" if ev.get("direction") == "download" else "⇡"
         mode = ev.get("mode") or {}
