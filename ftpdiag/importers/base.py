@@ -95,6 +95,24 @@ def share(lines: list[str], pattern: re.Pattern[str]) -> float:
     return sum(1 for line in body if pattern.match(line)) / len(body)
 
 
+WRAP_WIDTH = 60
+"""A line at least this long may have been wrapped by a forum or a terminal."""
+
+
+def unwrap(lines: list[str], record: re.Pattern[str]) -> list[str]:
+    """Join wrapped lines back: in a format whose every record starts with a known prefix
+    (FileZilla, WinSCP), a non-empty line without one that follows a long record is the rest
+    of that record."""
+    out: list[str] = []
+    for line in lines:
+        follows = bool(out) and len(out[-1]) >= WRAP_WIDTH and bool(record.match(out[-1]))
+        if line.strip() and not record.match(line) and follows:
+            out[-1] = f"{out[-1]} {line.strip()}"
+        else:
+            out.append(line)
+    return out
+
+
 _REPLY = re.compile(r"^(\d{3})([ -])(.*)$")
 
 

@@ -10,7 +10,7 @@ import tomllib
 from functools import cache
 from importlib import resources
 
-from ftpdiag.importers.base import Collector, parse_time, text_format
+from ftpdiag.importers.base import Collector, parse_time, text_format, unwrap
 from ftpdiag.importers.errors import kind_of
 
 _STAMP = r"(?:(?P<date>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \d+ \d+ |(?P<time>\d\d:\d\d:\d\d)\s+)?"
@@ -55,7 +55,7 @@ def _score(lines: list[str]) -> float:
 def _parse(lines: list[str], out: Collector) -> None:
     pattern = _line()
     errored: set[str] = set()
-    for line in lines:
+    for line in unwrap(lines, pattern):
         match = pattern.match(line)
         if match is None:
             continue

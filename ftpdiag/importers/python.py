@@ -102,19 +102,19 @@ def _traceback(lines: list[str], start: int, builder: SessionBuilder) -> int:
 
 
 def _parse(lines: list[str], out: Collector) -> None:
+    # Level 1 prints *cmd*/*resp*, level 2 adds the raw *put*/*get*: read one pair only.
+    sent, received = (
+        ("cmd", "resp") if any(x.startswith("*cmd*") for x in lines) else ("put", "get")
+    )
     i = 0
     while i < len(lines):
         line = lines[i]
         if debug := _DEBUG.match(line):
-            kind, body = debug.groups()
-            text = _literal(body)
-            if kind in ("cmd", "put"):
-                if kind == "cmd" or not any(
-                    _DEBUG.match(x) and x.startswith("*cmd*") for x in lines
-                ):
-                    out.current.command(text.rstrip("\r\n"))
-            elif kind == "resp" or not any(x.startswith("*resp*") for x in lines):
-                for part in text.rstrip("\r\n").split("\n"):
+            kind, text = debug.group(1), _literal(debug.group(2)).rstrip("\r\n")
+            if kind == sent:
+                out.current.command(text)
+            elif kind == received:
+                for part in text.split("\n"):
                     out.current.reply_line(part.rstrip("\r"))
         elif line.startswith(_TRACEBACK):
             builder = out.current if out.builders and not out.current.empty else out.new()

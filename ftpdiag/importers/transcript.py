@@ -22,7 +22,7 @@ _TYPED = {"get": "RETR", "recv": "RETR", "put": "STOR", "send": "STOR", "append"
           "ls": "LIST", "dir": "LIST", "nlist": "NLST", "mls": "MLSD", "cd": "CWD",
           "delete": "DELE", "mkdir": "MKD", "rmdir": "RMD", "pwd": "PWD", "size": "SIZE",
           "quit": "QUIT", "bye": "QUIT", "close": "QUIT", "disconnect": "QUIT",
-          "user": "USER", "binary": "TYPE I", "ascii": "TYPE A", "passive": None}  # fmt: skip
+          "user": "USER", "binary": "TYPE I", "ascii": "TYPE A"}  # fmt: skip
 # Replies that answer a command the client sends on its own.
 _IMPLIED = {227: "PASV", 229: "EPSV", 215: "SYST", 211: "FEAT", 213: "SIZE", 350: "REST",
             331: "USER", 332: "USER", 221: "QUIT"}  # fmt: skip
@@ -52,9 +52,9 @@ def _parse(lines: list[str], out: Collector) -> None:
             typed = prompt.group(1).split()
             if typed and typed[0] in ("open", "o") and len(typed) > 1:
                 out.new(upstream=typed[1])
-            elif typed and not debug and typed[0] in _TYPED and _TYPED[typed[0]]:
-                verb = str(_TYPED[typed[0]])
-                arg = typed[1] if len(typed) > 1 and verb not in ("TYPE I", "TYPE A") else ""
+            elif typed and not debug and typed[0] in _TYPED:
+                verb = _TYPED[typed[0]]
+                arg = typed[1] if len(typed) > 1 and not verb.startswith("TYPE") else ""
                 intent = [f"{verb} {arg}".strip()]
             continue
         name = _NAME.match(line)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ftpdiag.importers.base import Collector, parse_time, share, text_format
+from ftpdiag.importers.base import Collector, parse_time, share, text_format, unwrap
 from ftpdiag.importers.errors import kind_of
 
 _LINE = re.compile(r"^([<>!.*]) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ?(.*)$")
@@ -25,7 +25,7 @@ def _score(lines: list[str]) -> float:
 
 def _parse(lines: list[str], out: Collector) -> None:
     upstream: str | None = None
-    for line in lines:
+    for line in unwrap(lines, _LINE):
         match = _LINE.match(line)
         if match is None:
             continue
@@ -41,8 +41,8 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif mark == ".":
             if port := _PORT.match(text):
                 upstream = f"{port.group(1)}:{port.group(2)}"
-            elif _CONNECTING.match(text):
-                out.new(upstream=upstream or _CONNECTING.match(text).group(1))  # type: ignore[union-attr]
+            elif connecting := _CONNECTING.match(text):
+                out.new(upstream=upstream or connecting.group(1))
             elif _OWN_ERROR.match(text):
                 out.current.client_error(kind_of(text), text, "winscp", at)
             elif count := _TRANSFERRED.search(text):

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ftpdiag import importers
 from ftpdiag.analyze import analyze_records, markdown
@@ -278,3 +280,30 @@ def test_client_error_kinds() -> None:
     assert kind_of("GnuTLS error -15: An unexpected TLS packet was received.") == "tls"
     assert kind_of("ECONNRESET - Connection reset by peer") == "reset"
     assert kind_of("something odd") == "error"
+
+
+def test_wrapped_and_cut_lines() -> None:
+    """A FileZilla log wrapped at 70 columns reads as the original; one whose lines were cut
+    at 60 characters still reads, and still finds the wrong password."""
+    import textwrap
+
+    original = _data("filezilla.fr.badpw").decode()
+    wrapped = "\n".join(
+        part for line in original.splitlines() for part in textwrap.wrap(line, 70) or [""]
+    )
+    assert wrapped != original
+    cut = "\n".join(line[:60] for line in original.splitlines())
+    for damaged in (wrapped, cut):
+        found = importers.read(damaged.encode())
+        assert found is not None and found[0].name == "filezilla"
+        assert _roots(analyze_records(found[1][0])) == ["login.failed"]
+
+
+@given(st.binary(max_size=2000) | st.text(max_size=2000).map(str.encode))
+@settings(max_examples=150, deadline=None)
+def test_any_input_reads_without_error(data: bytes) -> None:
+    """Whatever the input, detection and every format's reader return, never raise."""
+    importers.detect(data)
+    for fmt in importers.formats().values():
+        for session in fmt.read(data):
+            analyze_records(session)
