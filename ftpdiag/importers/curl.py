@@ -11,8 +11,11 @@ from ftpdiag.importers.errors import kind_of
 _VERBOSE = re.compile(r"^(\*|>|<) ")
 _TRACE = re.compile(r"^(== Info:|=> Send header|<= Recv header|<= Recv data|=> Send data|\d{4}: )")
 _CONNECTED = re.compile(r"Connected to (\S+) \(([^)]*)\) port (\d+) \(#(\d+)\)")
+# curl's info lines that report a failure (the closing "curl: (NN)" line repeats one of them).
 _FAILED = re.compile(
-    r"(?:connect to .* failed: |Failed to connect .*?: |Connection timed out)(.*)$"
+    r"(connect to .* failed: |Failed to connect |Connection timed out|Operation timed out"
+    r"|SSL certificate problem|SSL connect error|OpenSSL SSL_|gnutls_handshake|schannel: "
+    r"|Could not resolve|Recv failure|Send failure|TLS alert, (?!close notify))"
 )
 _EXIT = re.compile(r"^curl: \((\d+)\) (.*)$")
 # curl's exit codes (man curl, "EXIT CODES") whose words do not say the kind themselves.

@@ -19,6 +19,7 @@ def _score(lines: list[str]) -> float:
 
 
 def _parse(lines: list[str], out: Collector) -> None:
+    said = ""  # lftp repeats its last "****" error as the command's "Fatal error:"
     for line in lines:
         if connecting := _CONNECTING.match(line):
             out.new(upstream=f"{connecting.group(2)}:{connecting.group(3)}")
@@ -27,14 +28,15 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif line.startswith("<--- "):
             out.current.reply_line(line[5:])
         elif line.startswith("**** "):
-            message = line[5:].strip()
+            said = message = line[5:].strip()
             out.current.client_error(kind_of(message), message, "lftp")
             if "reconnect" in message.lower() or "closed" in message.lower():
                 out.current.close("lftp: " + message)
         elif line.startswith("---- Closing control socket"):
             out.current.close("client closed")
         elif fatal := _FATAL.match(line):
-            out.current.client_error(kind_of(fatal.group(1)), line.strip(), "lftp")
+            if fatal.group(1).strip() != said:
+                out.current.client_error(kind_of(fatal.group(1)), line.strip(), "lftp")
             out.current.close("lftp fatal error")
 
 

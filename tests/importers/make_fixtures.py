@@ -139,6 +139,24 @@ def server_logs() -> None:
         (FIXTURES / f"{name}.log").write_text(text, encoding="utf-8")
 
 
+def tls_untrusted() -> None:
+    """curl and lftp asking for TLS from vsftpd, whose self-signed certificate they do not
+    trust: the failure is the client's own (a TLS error, no reply explains it)."""
+    from tests.interop.servers import VsftpdServer
+
+    with VsftpdServer(tls=True) as srv:
+        url = f"ftp://{srv.host}:{srv.port}/file.bin"
+        clients = {
+            "curl_v": ["curl", "-v", "-sS", "--max-time", "5", "--ssl-reqd", "-u",
+                       f"{srv.user}:{srv.password}", url, "-o", "/dev/null"],
+            "lftp": ["lftp", "-d", "-e", "set net:max-retries 1; set ftp:ssl-force yes; ls; bye",
+                     "-u", f"{srv.user},{srv.password}", f"ftp://{srv.host}:{srv.port}"],
+        }  # fmt: skip
+        for client, cmd in clients.items():
+            text = _normalise(_run(cmd), srv.port, "/nonexistent")
+            (FIXTURES / f"{client}.tls_untrusted.log").write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     FIXTURES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as name:
@@ -166,6 +184,7 @@ def main() -> None:
             text = _normalise(run(), port, name)
             (FIXTURES / f"{client}.refused.log").write_text(text, encoding="utf-8")
     server_logs()
+    tls_untrusted()
 
 
 if __name__ == "__main__":

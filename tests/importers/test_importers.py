@@ -30,6 +30,8 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "curl_v.refused": ("curl", ["client.refused"]),
     "curl_v.tls_required": ("curl", ["tls.required"]),
     "curl_v.two_sessions_quoted": ("curl", ["login.failed", None]),
+    "curl_v.tls_untrusted": ("curl", ["client.tls"]),
+    "lftp.tls_untrusted": ("lftp", ["client.tls"]),
     "curl_trace.badpw": ("curl", ["login.failed"]),
     "curl_trace.missing": ("curl", ["reply.explained"]),
     "curl_trace.pasv_unreachable": ("curl", ["client.data_failed"]),
