@@ -15,7 +15,7 @@ _CONNECTED = re.compile(r"Connected to (\S+) \(([^)]*)\) port (\d+) \(#(\d+)\)")
 _FAILED = re.compile(
     r"(connect to .* failed: |Failed to connect |Connection timed out|Operation timed out"
     r"|SSL certificate problem|SSL connect error|OpenSSL SSL_|gnutls_handshake|schannel: "
-    r"|Could not resolve|Recv failure|Send failure|TLS alert, (?!close notify))"
+    r"|Could not resolve|Recv failure|Send failure)"
 )
 _EXIT = re.compile(r"^curl: \((\d+)\) (.*)$")
 # curl's exit codes (man curl, "EXIT CODES") whose words do not say the kind themselves.
