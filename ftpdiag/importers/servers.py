@@ -110,7 +110,7 @@ def _pure(m: re.Match[str], sessions: _ByClient) -> None:
         builder.reply_line(f"{reply.group(1)} {reply.group(2)}")
     elif text.startswith("Authentication failed for user"):
         if builder.awaiting != "PASS":
-            builder.unseen.append("conversation")
+            builder.unseen.append("start")
     elif text.startswith(("Logout", "Timeout")):
         builder.close(text, None)
 

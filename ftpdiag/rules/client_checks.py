@@ -22,7 +22,9 @@ _EXPLAINED_BY_A_REPLY = frozenset({"login", "not_found"})
 def client_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """The client's errors by kind; on the data channel, the PASV/PORT address it dialled."""
     if event == "log.partial":
-        yield Finding("log.partial", None, {"unseen": ", ".join(f.get("unseen") or ())})
+        unseen = set(f.get("unseen") or ())
+        part = "both" if {"start", "end"} <= unseen else "start" if "start" in unseen else "end"
+        yield Finding("log.partial", None, {"unseen": part})
         return
     kind = str(f.get("kind") or "error")
     if event != "client.error" or kind in _EXPLAINED_BY_A_REPLY:
