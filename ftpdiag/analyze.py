@@ -133,6 +133,9 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
             print(f"---- {label}: {fmt.description} ({len(sessions)} session(s))")
         render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
         for result in results:
+            if result["event"] == "session.open":  # a log that does not name the peers
+                result = {**result, "client": result.get("client") or "?"}
+                result["upstream"] = result.get("upstream") or "?"
             print(render(result))
     return 0
 

@@ -39,8 +39,9 @@ class _Transfer:
 class SessionBuilder:
     """Collects one session's conversation; :meth:`records` returns the proxy's records.
 
-    ``sid`` is the session id of every record; ``source`` names the input format. Timestamps
-    are optional: when the log has them, records carry ``timestamp`` and replies a latency.
+    ``sid`` is the session id of every record; ``source`` names the input format (the
+    ``input`` field of ``session.open``). Timestamps are optional: when the log has them,
+    records carry ``timestamp`` and replies a latency.
     """
 
     sid: str
@@ -184,6 +185,7 @@ class SessionBuilder:
             "client": self.client,
             "upstream": self.upstream,
             "upstream_mode": "same",
+            "input": self.source,
         }
         if self._started is not None:
             opened["timestamp"] = self._started.isoformat()
@@ -266,7 +268,8 @@ class SessionBuilder:
             arg=arg,
             latency_ms=round((at - sent).total_seconds() * 1000, 2) if at and sent else None,
             state=self._state(greeting, verb),
-            unsolicited=pending is None and not greeting and not first,
+            # A log cannot prove a reply unsolicited: its command may just not be shown.
+            unsolicited=False,
             mismatched_codes=list(reply.mismatched_codes),
         )
         if reply.preliminary or verb is None:
