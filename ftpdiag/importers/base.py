@@ -99,14 +99,14 @@ WRAP_WIDTH = 60
 """A line at least this long may have been wrapped by a forum or a terminal."""
 
 
-def unwrap(lines: list[str], record: re.Pattern[str]) -> list[str]:
+def unwrap(lines: list[str], record: Callable[[str], object]) -> list[str]:
     """Join wrapped lines back: in a format whose every record starts with a known prefix
-    (FileZilla, WinSCP), a non-empty line without one that follows a long record is the rest
+    (FileZilla, WinSCP, server logs; ``record`` tells), a non-empty line without one that follows a long record is the rest
     of that record."""
     out: list[str] = []
     for line in lines:
-        follows = bool(out) and len(out[-1]) >= WRAP_WIDTH and bool(record.match(out[-1]))
-        if line.strip() and not record.match(line) and follows:
+        follows = bool(out) and len(out[-1]) >= WRAP_WIDTH and bool(record(out[-1]))
+        if line.strip() and not record(line) and follows:
             out[-1] = f"{out[-1]} {line.strip()}"
         else:
             out.append(line)

@@ -55,7 +55,7 @@ def _score(lines: list[str]) -> float:
 def _parse(lines: list[str], out: Collector) -> None:
     pattern = _line()
     errored: set[str] = set()
-    for line in unwrap(lines, pattern):
+    for line in unwrap(lines, pattern.match):
         match = pattern.match(line)
         if match is None:
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ftpdiag.importers.base import Collector, parse_time, text_format
+from ftpdiag.importers.base import Collector, parse_time, text_format, unwrap
 from ftpdiag.importers.builder import SessionBuilder
 from ftpdiag.importers.errors import kind_of
 
@@ -45,12 +45,13 @@ class _ByClient:
         self.out = out
         self.open: dict[str, SessionBuilder] = {}
 
-    def get(self, key: str, new: bool = False) -> SessionBuilder:
+    def get(self, key: str, new: bool = False, client: str | None = None) -> SessionBuilder:
+        """The session of ``key`` (a client address, or a process id where the log has one)."""
         if new or key not in self.open:
-            builder = self.out.new()
-            builder.client = key.split("#")[0]
-            self.open[key] = builder
-        return self.open[key]
+            self.open[key] = self.out.new()
+        builder = self.open[key]
+        builder.client = builder.client or client or (None if key.isdigit() else key)
+        return builder
 
 
 def _score(lines: list[str]) -> float:
@@ -86,8 +87,8 @@ def _proftpd_ext(m: re.Match[str], sessions: _ByClient) -> None:
 
 def _proftpd_sys(m: re.Match[str], sessions: _ByClient) -> None:
     at = parse_time(m.group("when"), ("%Y-%m-%d %H:%M:%S",))
-    key, text = f"{m.group('client')}#{m.group('pid')}", m.group("text")
-    builder = sessions.get(key, new="session opened" in text)
+    text = m.group("text")
+    builder = sessions.get(m.group("pid"), new="session opened" in text, client=m.group("client"))
     if "Login failed" in text or "no such user" in text.lower():
         user = text.split(" ")[1] if text.startswith("USER ") else ""
         builder.command(f"USER {user}".strip(), at)
@@ -98,6 +99,18 @@ def _proftpd_sys(m: re.Match[str], sessions: _ByClient) -> None:
         builder.close("FTP session closed", at)
     elif "unable to" in text.lower() or "error" in text.lower():
         builder.client_error(kind_of(text), text, "proftpd", at)
+
+
+def _proftpd_tls(m: re.Match[str], sessions: _ByClient) -> None:
+    """mod_tls's TLSLog: handshakes the client broke off, logins refused without TLS."""
+    at = parse_time(m.group("when").split(",")[0], ("%Y-%m-%d %H:%M:%S",))
+    text, builder = m.group("text"), sessions.get(m.group("pid"))
+    if "required but absent for authentication" in text:
+        # mod_tls answers the USER it denies with this 550 (its TLSLog says why, not what).
+        builder.command("USER", at)
+        builder.reply(550, "SSL/TLS required on the control channel", at)
+    elif text.lower().startswith("unable to"):
+        builder.client_error("tls", text, "proftpd TLSLog", at, channel="control")
 
 
 def _pure(m: re.Match[str], sessions: _ByClient) -> None:
@@ -117,7 +130,8 @@ def _pure(m: re.Match[str], sessions: _ByClient) -> None:
 
 def _parse(lines: list[str], out: Collector) -> None:
     sessions = _ByClient(out)
-    for line in lines:
+    # mod_tls continues OpenSSL's words on indented lines: join them back.
+    for line in unwrap(lines, lambda text: any(p.match(text) for p in _ALL)):
         if m := _VSFTPD.match(line):
             _vsftpd(m, sessions)
         elif m := _PROFTPD_EXT.match(line):
@@ -125,9 +139,7 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif m := _PROFTPD_SYS.match(line):
             _proftpd_sys(m, sessions)
         elif m := _PROFTPD_TLS.match(line):
-            text = m.group("text")
-            if "unable" in text.lower() or "failed" in text.lower():
-                out.current.client_error("tls", text, "proftpd")
+            _proftpd_tls(m, sessions)
         elif m := _PURE.match(line):
             _pure(m, sessions)
 

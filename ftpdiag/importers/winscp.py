@@ -25,7 +25,7 @@ def _score(lines: list[str]) -> float:
 
 def _parse(lines: list[str], out: Collector) -> None:
     upstream: str | None = None
-    for line in unwrap(lines, _LINE):
+    for line in unwrap(lines, _LINE.match):
         match = _LINE.match(line)
         if match is None:
             continue

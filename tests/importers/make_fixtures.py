@@ -120,20 +120,26 @@ def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, C
 
 def server_logs() -> None:
     """The real servers' own logs of a wrong password and a missing file (vsftpd with
-    log_ftp_protocol, also in its TLS-required variant; ProFTPD's SystemLog), via curl."""
+    log_ftp_protocol, also in its TLS-required variant; ProFTPD's SystemLog, and its TLSLog of
+    clients that refuse its certificate or do not try TLS), via curl."""
     from tests.interop.servers import ProftpdServer, VsftpdServer
 
     runs = {
         "vsftpd.protocol": (VsftpdServer, {}, "vsftpd.log"),
         "vsftpd.tls_required": (VsftpdServer, {"tls": True}, "vsftpd.log"),
         "proftpd.systemlog": (ProftpdServer, {}, "server.log"),
+        "proftpd.tlslog": (ProftpdServer, {"tls": True}, "tls.log"),
     }
     for name, (server, options, log) in runs.items():
         with server(**options) as srv:
+            tls = ["--ssl-reqd"] if options else []  # refuses the self-signed certificate
             for pw, path in ((WRONG, "file.bin"), (srv.password, "missing.txt")):
                 url = f"ftp://{srv.host}:{srv.port}/{path}"
-                _run(["curl", "-sS", "--max-time", "5", "-u", f"{srv.user}:{pw}", url, "-o",
-                      "/dev/null"])  # fmt: skip
+                _run(["curl", "-sS", "--max-time", "5", *tls, "-u", f"{srv.user}:{pw}", url,
+                      "-o", "/dev/null"])  # fmt: skip
+            if options:  # and a client that does not even try TLS
+                _run(["curl", "-sS", "--max-time", "5", "-u", f"{srv.user}:{srv.password}",
+                      f"ftp://{srv.host}:{srv.port}/file.bin", "-o", "/dev/null"])  # fmt: skip
             text = (srv.workdir / log).read_text(encoding="utf-8", errors="replace")
         text = re.sub(r"(\d\d:\d\d:\d\d,\d+) \S+ proftpd", r"\1 files proftpd", text)
         (FIXTURES / f"{name}.log").write_text(text, encoding="utf-8")

@@ -66,6 +66,7 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "vsftpd.tls_required": ("server", [None, "tls.required", "tls.required"]),
     "vsftpd.badpw": ("server", ["login.failed"]),
     "proftpd.systemlog": ("server", ["login.failed"]),
+    "proftpd.tlslog": ("server", ["client.tls", "client.tls", "tls.required"]),
     "proftpd.missing": ("server", ["reply.explained"]),  # the ExtendedLog has no reply text
     "pureftpd.badpw": ("server", ["login.failed"]),
     "text.forum_paste": ("text", ["transfer.storage"]),
