@@ -101,8 +101,8 @@ WRAP_WIDTH = 60
 
 def unwrap(lines: list[str], record: Callable[[str], object]) -> list[str]:
     """Join wrapped lines back: in a format whose every record starts with a known prefix
-    (FileZilla, WinSCP, server logs; ``record`` tells), a non-empty line without one that follows a long record is the rest
-    of that record."""
+    (FileZilla, WinSCP, server logs; ``record`` tells), a non-empty line without one that
+    follows a long record is the rest of that record."""
     out: list[str] = []
     for line in lines:
         follows = bool(out) and len(out[-1]) >= WRAP_WIDTH and bool(record(out[-1]))
