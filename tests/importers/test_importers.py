@@ -311,3 +311,16 @@ def test_any_input_reads_without_error(data: bytes) -> None:
     for fmt in importers.formats().values():
         for session in fmt.read(data):
             analyze_records(session)
+
+
+def test_console_forms_of_imported_facts() -> None:
+    """client.error and log.partial read as sentences on the console, not key=value pairs."""
+    from ftpdiag.console import ConsoleRenderer
+
+    render = ConsoleRenderer(color=False)
+    error = {"event": "client.error", "session": "s1", "kind": "refused", "source": "curl (7)",
+             "message": "Failed to connect", "channel": "data"}  # fmt: skip
+    assert render(error).endswith("✗ curl (7): Failed to connect (data connection)")
+    partial = render({"event": "log.partial", "session": "s1", "unseen": ["start", "end"]})
+    assert partial.endswith("the log does not show the session's start and end")
+    assert "=" not in render(error) + partial
