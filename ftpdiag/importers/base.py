@@ -66,7 +66,14 @@ class Collector:
         return self.builders[-1] if self.builders else self.new()
 
     def sessions(self) -> Sessions:
-        return [b.records() for b in self.builders if not b.empty]
+        """The sessions that showed anything, numbered again from ``s1``."""
+        out = []
+        for number, builder in enumerate((b for b in self.builders if not b.empty), 1):
+            records = builder.records()
+            for record in records:
+                record["session"] = f"s{number}"
+            out.append(records)
+        return out
 
 
 LineScore = Callable[[list[str]], float]

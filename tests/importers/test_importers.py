@@ -324,3 +324,28 @@ def test_console_forms_of_imported_facts() -> None:
     partial = render({"event": "log.partial", "session": "s1", "unseen": ["start", "end"]})
     assert partial.endswith("the log does not show the session's start and end")
     assert "=" not in render(error) + partial
+
+
+def test_filezilla_engines_are_sessions() -> None:
+    """In FileZilla's log file each engine is a connection: interleaved lines are told apart."""
+    log = (
+        "2026-01-05 10:00:00 77 1 Status: Resolving address of h\n"
+        "2026-01-05 10:00:00 77 1 Status: Connecting to 192.0.2.1:21...\n"
+        "2026-01-05 10:00:00 77 2 Status: Connecting to 192.0.2.1:21...\n"
+        "2026-01-05 10:00:00 77 1 Response: 220 hi\n"
+        "2026-01-05 10:00:00 77 2 Response: 220 hi\n"
+        "2026-01-05 10:00:01 77 2 Command: USER b\n"
+        "2026-01-05 10:00:01 77 1 Command: USER a\n"
+        "2026-01-05 10:00:01 77 1 Response: 331 pw\n"
+        "2026-01-05 10:00:01 77 2 Response: 530 no such user b\n"
+    ).encode()
+    found = importers.read(log)
+    assert found is not None and [s[0]["session"] for s in found[1]] == ["s1", "s2"]
+    replies = {
+        s[0]["session"]: [(r["command"], r["arg"], r["code"]) for r in s if r["event"] == "reply"]
+        for s in found[1]
+    }
+    assert replies == {
+        "s1": [(None, None, 220), ("USER", "a", 331)],
+        "s2": [(None, None, 220), ("USER", "b", 530)],
+    }
