@@ -171,6 +171,11 @@ class SessionBuilder:
         return self._last_verb
 
     @property
+    def closed(self) -> bool:
+        """The log showed this session ending."""
+        return self._closed is not None
+
+    @property
     def empty(self) -> bool:
         """Nothing FTP-like was seen: no command, reply or client error."""
         return not self._records

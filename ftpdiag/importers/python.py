@@ -111,13 +111,18 @@ def _parse(lines: list[str], out: Collector) -> None:
         line = lines[i]
         if debug := _DEBUG.match(line):
             kind, text = debug.group(1), _literal(debug.group(2)).rstrip("\r\n")
+            if out.builders and out.current.closed:
+                out.new()  # the script connected again after an error it caught
             if kind == sent:
                 out.current.command(text)
             elif kind == received:
                 for part in text.split("\n"):
                     out.current.reply_line(part.rstrip("\r"))
         elif line.startswith(_TRACEBACK):
-            builder = out.current if out.builders and not out.current.empty else out.new()
+            # Debug output before a traceback is that session's; a traceback after a closed
+            # session is a new one.
+            fresh = not out.builders or out.current.closed
+            builder = out.new() if fresh else out.current
             i = _traceback(lines, i, builder)
         i += 1
 

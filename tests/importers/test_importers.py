@@ -349,3 +349,15 @@ def test_filezilla_engines_are_sessions() -> None:
         "s1": [(None, None, 220), ("USER", "a", 331)],
         "s2": [(None, None, 220), ("USER", "b", 530)],
     }
+
+
+def test_several_tracebacks_are_several_sessions() -> None:
+    """Two ftplib tracebacks pasted together are two sessions, each with its own cause."""
+    paste = _data("ftplib_traceback.badpw") + b"\n" + _data("ftplib_traceback.refused")
+    assert _roots(_results_of(paste)) == ["login.failed", "client.refused"]
+
+
+def _results_of(data: bytes) -> list[dict[str, Any]]:
+    found = importers.read(data)
+    assert found is not None
+    return [r for session in found[1] for r in analyze_records(session)]
