@@ -28,7 +28,7 @@ _USER_OPTION = re.compile(
 _LOGIN_CALL = re.compile(
     r"(\.login\(\s*(?:user\s*=\s*)?['\"][^'\"]*['\"]\s*,\s*(?:passwd\s*=\s*)?)(['\"])(.*?)\2"
 )
-_PASSWORD_FIELD = re.compile(r"((?:passw(?:or)?d|passwd|pwd)\s*[=:]\s*)(?!\*+\b)(\S+)", re.I)
+_PASSWORD_FIELD = re.compile(r"((?:passw(?:or)?d|passwd|pwd)[ \t]*[=:][ \t]*)(?!\*+\b)(\S+)", re.I)
 SECRET = "****"
 
 

@@ -13,9 +13,12 @@ from ftpdiag.importers.errors import kind_of
 
 _PROMPT = re.compile(r"^(?:ftp|tnftp)> ?(.*)$")
 _CONNECTED = re.compile(r"^Connected to (\S+?)\.?$")
-_NAME = re.compile(r"^(?:Name|User) \(([^)]*)\): ?(\S*)(.*)$")
+_NAME = re.compile(r"^(?:Name|User) \((.*)\): ?(\S*)(.*)$")
 _PASSWORD = re.compile(r"^Password: ?(.*)$")
 _CLIENT_ERROR = re.compile(r"^(?:> )?(?:t?n?ftp|ftp\.exe): (.*)$")
+_BYTES = re.compile(r"^(?:ftp: )?(\d+) bytes (?:received|sent) in ")
+# A 200 reply that names the command it answers ("200 PORT command successful").
+_NAMED_200 = re.compile(r"\b(PORT|EPRT|OPTS|MODE|STRU|PROT|PBSZ)\b|\b(Type) set", re.I)
 _DEBUG = re.compile(r"^---> (.*)$")
 # What the user typed → the command the client sends for it.
 _TYPED = {"get": "RETR", "recv": "RETR", "put": "STOR", "send": "STOR", "append": "APPE",
@@ -75,6 +78,9 @@ def _parse(lines: list[str], out: Collector) -> None:
         if cmd := _DEBUG.match(line):
             out.current.command(cmd.group(1))
             continue
+        if count := _BYTES.match(line):
+            out.current.transferred(int(count.group(1)))
+            continue
         if error := _CLIENT_ERROR.match(line):
             out.current.client_error(kind_of(error.group(1)), line.strip(), "ftp")
             continue
@@ -97,21 +103,21 @@ def _infer(out: Collector, code: int, line: str, intent: list[str]) -> None:
         return  # the greeting
     if builder.awaiting is not None:
         return  # the reply answers a command already shown
-    if code in (230, 331, 332, 530) and builder.last_verb is None:
+    if code in (230, 331, 332, 530) and builder.last_verb in (None, "OPTS"):
         builder.command("USER")  # "user NAME PASSWORD" typed without an echo
-        if code != 331:
-            return
+        return
     if code in (230, 530, 332) and builder.last_verb == "USER":
         builder.command("PASS ****")
         return
     if line[3:4] == " " and code in _IMPLIED:
         builder.command(_IMPLIED[code])
         return
-    if code == 200 and "PORT" in line.upper():
-        builder.command("PORT")
-        return
-    if code == 200 and "TYPE" in line.upper() and not (intent and intent[0].startswith("TYPE")):
-        builder.command("TYPE I")
+    if code == 200 and (named := _NAMED_200.search(line)):
+        verb = (named.group(1) or named.group(2)).upper()
+        if verb == "TYPE" and intent and intent[0].startswith("TYPE"):
+            builder.command(intent.pop(0))
+        else:
+            builder.command("TYPE I" if verb == "TYPE" else verb)
         return
     if intent:
         builder.command(intent.pop(0))

@@ -43,6 +43,7 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "lftp.refused": ("lftp", ["client.refused"]),
     "lftp.tls_required": ("lftp", ["tls.required"]),
     "tnftp.badpw": ("ftp", ["login.failed"]),
+    "ftp.windows.active": ("ftp", ["data.cannot_open_active"]),  # ftp.exe knows only PORT
     "tnftp.missing": ("ftp", ["file.not_found"]),
     "tnftp.pasv_unreachable": ("ftp", ["client.data_failed"]),  # then tnftp falls back to PORT
     "tnftp.refused": ("ftp", ["client.refused"]),
@@ -257,6 +258,8 @@ def test_paste_cleanup() -> None:
         ("lftp -u bob,hunter2 h", "lftp -u bob,**** h"),
         ("get ftp://bob:hunter2@h/x", "get ftp://bob:****@h/x"),
         ('    ftp.login("bob", "hunter2")', '    ftp.login("bob", "****")'),
+        ("password = hunter2", "password = ****"),
+        ("Password:\n\n230 User logged in.", "Password:\n\n230 User logged in."),
     ],
 )
 def test_redaction(line: str, expected: str) -> None:
