@@ -332,16 +332,16 @@ def test_console_forms_of_imported_facts() -> None:
 def test_filezilla_engines_are_sessions() -> None:
     """In FileZilla's log file each engine is a connection: interleaved lines are told apart."""
     log = (
-        "2026-01-05 10:00:00 77 1 Status: Resolving address of h\n"
-        "2026-01-05 10:00:00 77 1 Status: Connecting to 192.0.2.1:21...\n"
-        "2026-01-05 10:00:00 77 2 Status: Connecting to 192.0.2.1:21...\n"
-        "2026-01-05 10:00:00 77 1 Response: 220 hi\n"
-        "2026-01-05 10:00:00 77 2 Response: 220 hi\n"
-        "2026-01-05 10:00:01 77 2 Command: USER b\n"
-        "2026-01-05 10:00:01 77 1 Command: USER a\n"
-        "2026-01-05 10:00:01 77 1 Response: 331 pw\n"
-        "2026-01-05 10:00:01 77 2 Response: 530 no such user b\n"
-    ).encode()
+        b"2026-01-05 10:00:00 77 1 Status: Resolving address of h\n"
+        b"2026-01-05 10:00:00 77 1 Status: Connecting to 192.0.2.1:21...\n"
+        b"2026-01-05 10:00:00 77 2 Status: Connecting to 192.0.2.1:21...\n"
+        b"2026-01-05 10:00:00 77 1 Response: 220 hi\n"
+        b"2026-01-05 10:00:00 77 2 Response: 220 hi\n"
+        b"2026-01-05 10:00:01 77 2 Command: USER b\n"
+        b"2026-01-05 10:00:01 77 1 Command: USER a\n"
+        b"2026-01-05 10:00:01 77 1 Response: 331 pw\n"
+        b"2026-01-05 10:00:01 77 2 Response: 530 no such user b\n"
+    )
     found = importers.read(log)
     assert found is not None and [s[0]["session"] for s in found[1]] == ["s1", "s2"]
     replies = {
