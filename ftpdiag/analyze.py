@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,14 @@ def analyze_records(
     return out
 
 
+@cache
+def _labels(lang: str) -> dict[str, str]:
+    """The words around the diagnoses, from ``importers/labels.toml``."""
+    text = resources.files("ftpdiag.importers").joinpath("labels.toml").read_text("utf-8")
+    table: dict[str, str] = tomllib.loads(text)[lang]
+    return table
+
+
 def _line_of(record: dict[str, Any]) -> str | None:
     """A record as the log line a reader recognises (for the Markdown evidence)."""
     event = record["event"]
@@ -59,12 +70,13 @@ def _line_of(record: dict[str, Any]) -> str | None:
     return None
 
 
-def markdown(results: list[dict[str, Any]], name: str, source: str) -> str:
+def markdown(results: list[dict[str, Any]], name: str, source: str, lang: str = "en") -> str:
     """A block to paste back into a forum thread: per session, the root cause, the log lines
     that show it and the fix."""
+    words = _labels(lang)
     trail: dict[str, list[str]] = {}
     shown: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
-    parts = [f"**ftpdiag analyze** — `{source}` read as *{name}*", ""]
+    parts = [words["markdown_head"].format(source=source, format=name), ""]
     for record in results:
         sid = record.get("session", "-")
         line = _line_of(record)
@@ -76,14 +88,15 @@ def markdown(results: list[dict[str, Any]], name: str, source: str) -> str:
         elif record["event"] == "session.summary":
             cause = record.get("root_cause")
             if not cause:
-                parts += [f"Session {sid}: no problem found.", ""]
+                parts += [words["no_problem"].format(session=sid), ""]
                 continue
             diagnosis, evidence = shown.get((sid, cause["rule"]), ({}, []))
-            parts += [f"### Session {sid}: {cause['title']}", "", str(cause["explanation"]), ""]
+            title = f"### {words['session'].format(session=sid)}: {cause['title']}"
+            parts += [title, "", str(cause["explanation"]), ""]
             if evidence:
-                parts += ["Evidence:", "", "```", *evidence, "```", ""]
+                parts += [words["evidence"], "", "```", *evidence, "```", ""]
             if diagnosis.get("remedy"):
-                parts += [f"**Fix:** {diagnosis['remedy']}", ""]
+                parts += [f"{words['fix']} {diagnosis['remedy']}", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -127,15 +140,20 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
         for result in results:
             print(json.dumps(result, ensure_ascii=False))
     elif args.format == "markdown":
-        print(markdown(results, fmt.name, label), end="")
+        print(markdown(results, fmt.name, label, lang), end="")
     else:
+        words = _labels(lang)
         if not own_log:
-            print(f"---- {label}: {fmt.description} ({len(sessions)} session(s))")
+            header = words["read_as"].format(
+                source=label, format=fmt.name, description=fmt.description, sessions=len(sessions)
+            )
+            print(f"---- {header}")
         render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
+        unknown = words["unknown_peer"]
         for result in results:
             if result["event"] == "session.open":  # a log that does not name the peers
-                result = {**result, "client": result.get("client") or "?"}
-                result["upstream"] = result.get("upstream") or "?"
+                result = {**result, "client": result.get("client") or unknown}
+                result["upstream"] = result.get("upstream") or unknown
             print(render(result))
     return 0
 

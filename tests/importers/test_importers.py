@@ -364,3 +364,18 @@ def _results_of(data: bytes) -> list[dict[str, Any]]:
     found = importers.read(data)
     assert found is not None
     return [r for session in found[1] for r in analyze_records(session)]
+
+
+def test_labels_in_both_languages() -> None:
+    """The analyze labels exist in English and Vietnamese with the same placeholders."""
+    import re
+    import tomllib
+
+    labels = tomllib.loads((Path(importers.__file__).parent / "labels.toml").read_text("utf-8"))
+    assert set(labels) == {"en", "vi"} and set(labels["en"]) == set(labels["vi"])
+    for key, text in labels["en"].items():
+        assert set(re.findall(r"\{(\w+)\}", text)) == set(
+            re.findall(r"\{(\w+)\}", labels["vi"][key])
+        )
+    vi = markdown(_results("lftp.badpw"), "lftp", "paste", "vi")
+    assert "Phiên s1:" in vi and "**Cách khắc phục:**" in vi
