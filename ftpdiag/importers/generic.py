@@ -1,7 +1,8 @@
 """The fallback: any text in which FTP commands and ``NNN text`` replies can be found (a
 library's debug log, a hand-written transcript). Lines are taken in order; a command is an
 upper-case FTP verb at the start of a line (after any ``>``/``->``-like arrow), a reply a
-three-digit code followed by a space or a dash."""
+three-digit code followed by a space or a dash. Bracketed forms such as .NET's network trace
+(``Sending command [USER bob]``, ``Received response [331 Password required]``) are read too."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ _VERBS = (
     "ALLO|REST|RNFR|RNTO|ABOR|DELE|RMD|MKD|PWD|LIST|NLST|SITE|SYST|STAT|HELP|NOOP|FEAT|OPTS|"
     "AUTH|PBSZ|PROT|CCC|SIZE|MDTM|MLSD|MLST|CLNT|HOST"
 )
-_ARROW = r"^(?:.*?(?:-+>|=>|>>|>|→|C:|client:|send:|sent:|cmd:)\s*)?"
-_COMMAND = re.compile(_ARROW + rf"((?:{_VERBS})(?: .*)?)$", re.I)
+_ARROW = r"^(?:.*?(?:-+>|=>|>>|>|→|C:|client:|send:|sent:|cmd:|command \[)\s*)?"
+_COMMAND = re.compile(_ARROW + rf"((?:{_VERBS})(?: .*?)?)\]?$", re.I)
 _REPLY = re.compile(
-    r"^(?:.*?(?:<-+|<=|<<|<|←|S:|server:|recv:|received:|resp:)\s*)?(\d{3}[ -].*)$", re.I
+    r"^(?:.*?(?:<-+|<=|<<|<|←|S:|server:|recv:|received:|resp:|response \[)\s*)?"
+    r"(\d{3}[ -].*?)\]?$",
+    re.I,
 )
 
 

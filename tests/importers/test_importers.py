@@ -72,6 +72,7 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "proftpd.missing": ("server", ["reply.explained"]),  # the ExtendedLog has no reply text
     "pureftpd.badpw": ("server", ["login.failed"]),
     "text.forum_paste": ("text", ["transfer.storage"]),
+    "text.dotnet_trace": ("text", ["file.permission"]),
 }
 # Every password any fixture shows in clear.
 PASSWORDS = (
