@@ -132,7 +132,8 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
         for number in parse_lines(data)[1]:
             print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
     records = [record for session in sessions for record in session]
-    results = analyze_records(records, lang, facts=not own_log)
+    # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
+    results = analyze_records(records, lang, facts=not own_log or args.format == "markdown")
     if args.format == "json":
         if not own_log:
             head = {"event": "analyze.input", "input": fmt.name, "path": label}
