@@ -126,6 +126,9 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
         )
         return 2
     fmt, sessions = found
+    if not any(sessions):
+        print(f"ftpdiag: error: {label}: nothing in it reads as {fmt.name}", file=sys.stderr)
+        return 2
     lang = args.lang or "en"
     own_log = fmt.name == "jsonl"
     if own_log:

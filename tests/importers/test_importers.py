@@ -185,6 +185,8 @@ def test_stdin_and_forced_input() -> None:
     forced = _cli("-", "--input", "text", "--format", "json", stdin=paste)
     head = json.loads(forced.stdout.splitlines()[0])
     assert head["input"] == "text"
+    wrong = _cli("-", "--input", "winscp", stdin=paste)
+    assert wrong.returncode == 2 and b"nothing in it reads as winscp" in wrong.stderr
 
 
 def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
@@ -194,6 +196,17 @@ def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
     done = _cli(str(prose))
     assert done.returncode == 2
     assert b"no FTP commands or replies found" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_markdown_of_ftpdiags_own_log(tmp_path: Path) -> None:
+    """The Markdown block of a saved JSON-lines log quotes its commands and replies too."""
+    found = importers.read(_data("lftp.badpw"))
+    assert found is not None
+    log = tmp_path / "session.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in found[1][0]), encoding="utf-8")
+    done = _cli(str(log), "--format", "markdown")
+    assert done.returncode == 0 and b"read as *jsonl*" in done.stdout
+    assert b"< 530 Authentication failed." in done.stdout
 
 
 def test_markdown_has_cause_evidence_and_fix() -> None:
