@@ -147,12 +147,12 @@ class SessionBuilder:
             return self._pending[0][0] in TRANSFER_VERBS and self._transfer is None
         return self._last_verb in _PASSIVE | _ACTIVE
 
-    def transferred(self, count: int) -> None:
-        """The log states how many bytes the current (or last) transfer moved."""
-        if self._transfer is not None:
-            self._transfer.bytes = count
-        elif self._ended is not None:
-            self._ended[0].bytes = count
+    def transferred(self, count: int, chunk: bool = False) -> None:
+        """The log states how many bytes the current (or last) transfer moved; ``chunk``: one
+        more piece of it (curl's trace shows every read)."""
+        transfer = self._transfer or (self._ended[0] if self._ended is not None else None)
+        if transfer is not None:
+            transfer.bytes = (transfer.bytes or 0) + count if chunk else count
 
     def close(self, reason: str, at: datetime | None = None) -> None:
         """The log shows the session ending (QUIT answered, a hang-up, a fatal error)."""

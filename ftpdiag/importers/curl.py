@@ -17,6 +17,7 @@ _FAILED = re.compile(
     r"|SSL certificate problem|SSL connect error|OpenSSL SSL_|gnutls_handshake|schannel: "
     r"|Could not resolve|Recv failure|Send failure)"
 )
+_CLOSING = re.compile(r"^Closing connection|left intact$")
 _EXIT = re.compile(r"^curl: \((\d+)\) (.*)$")
 # curl's exit codes (man curl, "EXIT CODES") whose words do not say the kind themselves.
 _EXIT_KINDS = {6: "dns", 28: "timeout", 35: "tls", 52: "closed", 56: "reset", 60: "tls",
@@ -53,17 +54,18 @@ def _parse(lines: list[str], out: Collector) -> None:
                 connection = connected.group(4)
                 out.new(upstream=f"{connected.group(2)}:{connected.group(3)}")
                 reported = False
-            failed = _FAILED.search(info)
-            if failed:
+            if _FAILED.search(info):
                 out.current.client_error(kind_of(info), info, "curl")
                 reported = True
+            elif _CLOSING.search(info):
+                out.current.close("client closed")
             continue
         if line.startswith("=> Send header"):
             expect = "send"
         elif line.startswith("<= Recv header"):
             expect = "recv"
         elif data := _DATA.match(line):
-            out.current.transferred(int(data.group(1)))
+            out.current.transferred(int(data.group(1)), chunk=True)
             expect = None
         elif line.startswith(("=> Send data", "<= Recv data")):
             expect = None

@@ -39,12 +39,18 @@ SCENARIOS: dict[str, tuple[list[Reply], str, str]] = {
         "file.bin",
         PASSWORD,
     ),
+    "ok": ([], "file.bin", PASSWORD),  # a healthy download: no false alarm
     "tls_required": (
         [Reply("USER", 530, "Non-anonymous sessions must use encryption.")],
         "file.bin",
         PASSWORD,
     ),
 }
+
+
+# Clients whose healthy run prints a log (a script without debug output prints nothing; lftp
+# probes OPTS UTF8 before login, which is the engine's business, not the importer's).
+HEALTHY_CLIENTS = ("curl_v", "curl_trace", "tnftp", "ftplib_debug")
 
 
 def _closed_port() -> int:
@@ -183,6 +189,8 @@ def main() -> None:
             with FakeFTPServer(tmp / "root", faults=filled, password=PASSWORD) as srv:
                 host, port = srv.address
                 for client, run in _clients(host, port, path, pw, tmp).items():
+                    if scenario == "ok" and client not in HEALTHY_CLIENTS:
+                        continue
                     text = _normalise(run(), port, name)
                     (FIXTURES / f"{client}.{scenario}.log").write_text(text, encoding="utf-8")
         port = _closed_port()

@@ -24,6 +24,10 @@ FALLBACK = "text"
 
 # fixture → (its format, the root-cause rule of each session it holds; None: no problem)
 EXPECTED: dict[str, tuple[str, list[str | None]]] = {
+    "curl_v.ok": ("curl", [None]),
+    "curl_trace.ok": ("curl", [None]),
+    "tnftp.ok": ("ftp", [None]),
+    "ftplib_debug.ok": ("python", [None]),
     "curl_v.badpw": ("curl", ["login.failed"]),
     "curl_v.missing": ("curl", ["reply.explained"]),  # curl stops at SIZE's 550
     "curl_v.pasv_unreachable": ("curl", ["client.data_failed"]),
@@ -121,6 +125,15 @@ def test_no_other_detector_claims_the_fixture(name: str) -> None:
             assert other.detect(head) <= 0.05
         else:
             assert other.detect(head) == 0.0, (other.name, name)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n.endswith(".ok")))
+def test_healthy_logs_raise_no_alarm(name: str) -> None:
+    """A download that worked, as each client logged it: no warning, no error."""
+    results = _results(name)
+    assert [r["rule"] for r in results if r.get("severity") in ("warning", "error")] == []
+    ends = [r for r in results if r["event"] == "transfer.end"]
+    assert all(r["outcome"] == 226 for r in ends)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
