@@ -138,10 +138,14 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
     results = analyze_records(records, lang, facts=not own_log or args.format == "markdown")
     if args.format == "json":
+        from ftpdiag.logconfig import level_of
+
         if not own_log:
             head = {"event": "analyze.input", "input": fmt.name, "path": label}
             print(json.dumps({**head, "sessions": len(sessions)}, ensure_ascii=False))
         for result in results:
+            if not own_log:  # the rebuilt log, with the level the proxy would have given
+                result = {**result, "level": level_of(result["event"], result)}
             print(json.dumps(result, ensure_ascii=False))
     elif args.format == "markdown":
         print(markdown(results, fmt.name, label, lang), end="")

@@ -186,6 +186,7 @@ def test_json_output_is_the_proxy_log() -> None:
     events = [r["event"] for r in records[1:]]
     assert {"session.open", "command", "reply", "diagnosis", "session.close"} <= set(events)
     assert events[-1] == "session.summary"
+    assert all(r["level"] in ("debug", "info", "warning", "error") for r in records[1:])
     retr = next(r for r in records if r["event"] == "reply" and r["command"] == "RETR")
     assert retr["code"] == 550 and retr["arg"] == "missing.txt" and retr["session"] == "s1"
 
