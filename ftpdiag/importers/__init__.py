@@ -15,6 +15,7 @@ from ftpdiag.importers import (  # noqa: F401  (each module registers its format
     generic,
     jsonl,
     lftp,
+    ncftp,
     python,
     servers,
     transcript,

@@ -161,6 +161,11 @@ class SessionBuilder:
             self._closed = reason
 
     @property
+    def reply_open(self) -> bool:
+        """A multi-line reply has begun and not ended: the next lines are its inner lines."""
+        return self._assembler.in_progress
+
+    @property
     def awaiting(self) -> str | None:
         """The oldest command still unanswered (its verb)."""
         return self._pending[0][0] if self._pending else None

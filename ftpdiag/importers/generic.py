@@ -17,6 +17,7 @@ _VERBS = (
 )
 _ARROW = r"^(?:.*?(?:-+>|=>|>>|>|→|C:|client:|send:|sent:|cmd:|command \[)\s*)?"
 _COMMAND = re.compile(_ARROW + rf"((?:{_VERBS})(?: .*?)?)\]?$", re.I)
+_COLON_REPLY = re.compile(r"^(\d{3}): (.*)$")  # ncftp's debug log: "331: Password required"
 _REPLY = re.compile(
     r"^(?:.*?(?:<-+|<=|<<|<|←|S:|server:|recv:|received:|resp:|response \[)\s*)?"
     r"(\d{3}[ -].*?)\]?$",
@@ -27,15 +28,28 @@ _REPLY = re.compile(
 def _score(lines: list[str]) -> float:
     commands = sum(1 for line in lines if _COMMAND.match(line.strip()))
     replies = sum(
-        1 for line in lines if (m := _REPLY.match(line.strip())) and reply_code(m.group(1))
+        1
+        for line in lines
+        if _COLON_REPLY.match(line.strip())
+        or ((m := _REPLY.match(line.strip())) and reply_code(m.group(1)))
     )
     return 0.05 if commands and replies else 0.0
 
 
 def _parse(lines: list[str], out: Collector) -> None:
+    after_reply = False  # indented lines right after a reply are its inner lines ("  EPRT")
     for raw in lines:
         line = raw.strip()
+        if out.builders and out.current.reply_open:
+            out.current.reply_line(raw)
+            continue
+        if after_reply and raw[:1].isspace():
+            continue
+        after_reply = False
+        if colon := _COLON_REPLY.match(line):
+            line = f"{colon.group(1)} {colon.group(2)}"
         if reply := _REPLY.match(line):
+            after_reply = True
             out.current.reply_line(reply.group(1))
             if reply.group(1).startswith("221 "):
                 out.current.close("QUIT answered")

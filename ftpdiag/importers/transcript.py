@@ -12,13 +12,15 @@ from ftpdiag.importers.base import Collector, reply_code, text_format
 from ftpdiag.importers.errors import kind_of
 
 _PROMPT = re.compile(r"^(?:ftp|tnftp)> ?(.*)$")
-_CONNECTED = re.compile(r"^Connected to (\S+?)\.?$")
+_CONNECTED = re.compile(r"^Connected to (\S+?)(?: \([^)]*\))?\.?$")
 _NAME = re.compile(r"^(?:Name|User) \((.*)\): ?(\S*)(.*)$")
 _PASSWORD = re.compile(r"^Password: ?(.*)$")
-_CLIENT_ERROR = re.compile(r"^(?:> )?(?:t?n?ftp|ftp\.exe): (.*)$")
+_CLIENT_ERROR = re.compile(r"^(?:> )?(?:[\w.-]*ftp(?:\.exe)?): (.*)$")
 _BYTES = re.compile(r"^(?:ftp: )?(\d+) bytes (?:received|sent) in ")
 # A 200 reply that names the command it answers ("200 PORT command successful").
-_NAMED_200 = re.compile(r"\b(PORT|EPRT|OPTS|MODE|STRU|PROT|PBSZ)\b|\b(Type) set", re.I)
+_NAMED_200 = re.compile(
+    r"\b(PORT|EPRT|OPTS|MODE|STRU|PROT|PBSZ)\b|\b(Type) set|(Active) data connection", re.I
+)
 _DEBUG = re.compile(r"^---> (.*)$")
 # What the user typed → the command the client sends for it.
 _TYPED = {"get": "RETR", "recv": "RETR", "put": "STOR", "send": "STOR", "append": "APPE",
@@ -113,7 +115,7 @@ def _infer(out: Collector, code: int, line: str, intent: list[str]) -> None:
         builder.command(_IMPLIED[code])
         return
     if code == 200 and (named := _NAMED_200.search(line)):
-        verb = (named.group(1) or named.group(2)).upper()
+        verb = (named.group(1) or named.group(2) or "PORT").upper()
         if verb == "TYPE" and intent and intent[0].startswith("TYPE"):
             builder.command(intent.pop(0))
         else:

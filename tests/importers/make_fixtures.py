@@ -1,8 +1,8 @@
 """Regenerate the client-log fixtures: run the real clients (curl -v, curl --trace-ascii,
-lftp -d, tnftp, Python ftplib) against pyftpdlib servers in failure configurations and keep
-what they print; run curl against vsftpd and ProFTPD (tests/interop/servers.py, as root) and
-keep the servers' logs. Not run in CI (the outputs are committed); run it by hand after a client
-upgrade::
+lftp -d, tnftp, GNU inetutils ftp, ncftpget -d, Python ftplib) against pyftpdlib servers in
+failure configurations and keep what they print; run curl and lftp against vsftpd and ProFTPD
+(tests/interop/servers.py, as root) and keep the servers' logs. Not run in CI (the outputs
+are committed); run it by hand after a client upgrade::
 
     python -m tests.importers.make_fixtures
 
@@ -50,7 +50,7 @@ SCENARIOS: dict[str, tuple[list[Reply], str, str]] = {
 
 # Clients whose healthy run prints a log (a script without debug output prints nothing; lftp
 # probes OPTS UTF8 before login, which is the engine's business, not the importer's).
-HEALTHY_CLIENTS = ("curl_v", "curl_trace", "tnftp", "ftplib_debug")
+HEALTHY_CLIENTS = ("curl_v", "curl_trace", "tnftp", "gnu_ftp", "ncftp", "ftplib_debug")
 
 
 def _closed_port() -> int:
@@ -114,7 +114,18 @@ def _clients(host: str, port: int, path: str, pw: str, tmp: Path) -> dict[str, C
         return _run([sys.executable, str(script)])
 
     tnftp_script = f"open {host} {port}\nuser user {pw}\nget {path} /dev/null\nquit\n"
+
+    def ncftp() -> str:
+        cmd = ["ncftpget", "-d", "stdout", "-t", "5", "-r", "0", "-u", "user", "-p", pw, "-P",
+               str(port), host, name, f"/{path}"]  # fmt: skip
+        text = _run(cmd)  # starts with the machine's uname and /etc/issue: cut them off
+        return text.split("Glibc: ", 1)[-1].split("\n", 1)[-1]
+
+    name = str(tmp / "ncftp")
+    Path(name).mkdir(exist_ok=True)
     return {
+        "gnu_ftp": lambda: _run(["inetutils-ftp", "-n", "-v"], stdin=tnftp_script),
+        "ncftp": ncftp,
         "curl_v": lambda: _run(_curl(url, pw, trace=False)),
         "curl_trace": lambda: _run(_curl(url, pw, trace=True)),
         "lftp": lambda: _run(_lftp(host, port, path, pw)),

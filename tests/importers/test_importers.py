@@ -48,6 +48,18 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "lftp.tls_required": ("lftp", ["tls.required"]),
     "tnftp.badpw": ("ftp", ["login.failed"]),
     "ftp.windows.active": ("ftp", ["data.cannot_open_active"]),  # ftp.exe knows only PORT
+    "gnu_ftp.ok": ("ftp", [None]),
+    "gnu_ftp.badpw": ("ftp", ["login.failed"]),
+    "gnu_ftp.missing": ("ftp", ["reply.explained"]),  # nothing shows which command got the 550
+    "gnu_ftp.pasv_unreachable": ("ftp", [None]),  # GNU ftp uses PORT: the fault never applies
+    "gnu_ftp.refused": ("ftp", ["client.refused"]),
+    "gnu_ftp.tls_required": ("ftp", ["tls.required"]),
+    "ncftp.ok": ("ncftp", [None]),
+    "ncftp.badpw": ("ncftp", ["login.failed"]),
+    "ncftp.missing": ("ncftp", ["file.not_found"]),
+    "ncftp.pasv_unreachable": ("ncftp", ["client.data_failed"]),  # then ncftp falls back to PORT
+    "ncftp.refused": ("ncftp", ["client.refused"]),
+    "ncftp.tls_required": ("ncftp", ["tls.required"]),
     "tnftp.missing": ("ftp", ["file.not_found"]),
     "tnftp.pasv_unreachable": ("ftp", ["client.data_failed"]),  # then tnftp falls back to PORT
     "tnftp.refused": ("ftp", ["client.refused"]),
