@@ -419,3 +419,19 @@ def test_labels_in_both_languages() -> None:
         )
     vi = markdown(_results("lftp.badpw"), "lftp", "paste", "vi")
     assert "Phiên s1:" in vi and "**Cách khắc phục:**" in vi
+
+
+def test_rebuilt_log_reads_back_as_ftpdiags_own(tmp_path: Path) -> None:
+    """The JSON of an imported log is an ftpdiag log: analysed again, the same diagnoses."""
+    first = _cli(str(FIXTURES / "winscp.timeout.log"), "--format", "json")
+    log = tmp_path / "rebuilt.jsonl"
+    log.write_bytes(first.stdout)
+    again = _cli(str(log), "--format", "json")
+    assert again.returncode == 0, again.stderr
+
+    def produced(out: bytes) -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in out.splitlines()]
+        kept = [r for r in records if r["event"] in ("diagnosis", "session.summary")]
+        return [{k: v for k, v in r.items() if k != "level"} for r in kept]
+
+    assert produced(again.stdout) == produced(first.stdout) != []
