@@ -435,3 +435,17 @@ def test_rebuilt_log_reads_back_as_ftpdiags_own(tmp_path: Path) -> None:
         return [{k: v for k, v in r.items() if k != "level"} for r in kept]
 
     assert produced(again.stdout) == produced(first.stdout) != []
+
+
+def test_client_error_table_uses_known_kinds() -> None:
+    """Every kind in client_errors.toml (and curl's exit-code table) is one the README lists."""
+    import tomllib
+
+    from ftpdiag.importers import curl
+    from ftpdiag.importers.errors import KINDS
+
+    table = tomllib.loads(
+        (Path(importers.__file__).parent / "client_errors.toml").read_text("utf-8")
+    )
+    assert {p["kind"] for p in table["pattern"]} == KINDS
+    assert set(curl._EXIT_KINDS.values()) <= KINDS
