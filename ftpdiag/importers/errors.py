@@ -10,6 +10,7 @@ from importlib import resources
 KINDS = frozenset(
     {"timeout", "refused", "dns", "unreachable", "tls", "reset", "closed", "login", "not_found"}
 )
+"""The ``kind`` values of ``client.error`` besides ``error`` (the README's event table)."""
 
 
 @cache
