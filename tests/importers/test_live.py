@@ -21,6 +21,7 @@ from tests.interop.servers import VsftpdServer, running, unavailable
 pytestmark = pytest.mark.timeout(90)
 PASSWORD = "live-secret-pw"
 WRONG = "live-wrong-pw"
+TNFTP_SCRIPT = "open {host} {port}\nuser user {pw}\nget {path} {out}\nquit\n"
 SCRIPT = """
 import ftplib
 ftp = ftplib.FTP()
@@ -39,12 +40,15 @@ def server(tmp_path: Path) -> Iterator[FakeFTPServer]:
 
 
 def _client(name: str, host: str, port: int, pw: str, path: str, tmp: Path) -> list[str]:
-    """The command line of ``name`` with its debug output on."""
+    """The command line of ``name`` with its debug output on (tnftp reads its script from
+    standard input: see :data:`TNFTP_SCRIPT`)."""
     if shutil.which(name if name != "python" else sys.executable) is None:
         unavailable(f"{name} is not installed (scripts/test.sh installs it)")
     if name == "curl":
         url = f"ftp://{host}:{port}/{path}"
         return ["curl", "-v", "-sS", "--max-time", "10", "-u", f"user:{pw}", url, "-o", "-"]
+    if name == "tnftp":
+        return ["tnftp", "-n", "-v"]
     if name == "lftp":
         script = f"set net:max-retries 1; set net:timeout 5; get {path} -o {tmp / 'out'}; bye"
         return ["lftp", "-d", "-e", script, "-u", f"user,{pw}", f"ftp://{host}:{port}"]
@@ -75,6 +79,8 @@ def _live_root_cause(proxy: ProxyHandle) -> object:
         ("lftp", PASSWORD, "missing.txt", "file.not_found"),
         ("python", WRONG, "file.bin", "login.failed"),
         ("python", PASSWORD, "missing.txt", "file.not_found"),
+        ("tnftp", WRONG, "file.bin", "login.failed"),
+        ("tnftp", PASSWORD, "missing.txt", "file.not_found"),
     ],
 )
 def test_client_log_gives_the_proxy_root_cause(
@@ -89,10 +95,19 @@ def test_client_log_gives_the_proxy_root_cause(
     """The client's output through the proxy, analysed offline, has the proxy's root cause."""
     proxy = ftpdiag_proxy(server.address)
     cmd = _client(client, proxy.host, proxy.port, pw, path, tmp_path)
-    done = subprocess.run(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60, check=False
+    script = TNFTP_SCRIPT.format(
+        host=proxy.host, port=proxy.port, pw=pw, path=path, out=tmp_path / "out"
     )
-    assert done.returncode != 0, done.stdout.decode(errors="replace")
+    done = subprocess.run(
+        cmd,
+        input=script.encode() if client == "tnftp" else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=60,
+        check=False,
+    )
+    # tnftp reads a script and exits 0 whatever the server said
+    assert done.returncode != 0 or client == "tnftp", done.stdout.decode(errors="replace")
     live = _live_root_cause(proxy)
     found = importers.read(done.stdout)
     assert found is not None, done.stdout.decode(errors="replace")
