@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.capture import CaptureError
 from ftpdiag.rules.engine import Diagnoser
 
 EVIDENCE_LINES = 6
@@ -100,24 +101,25 @@ def markdown(results: list[dict[str, Any]], name: str, source: str, lang: str = 
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
-
-
 def _analyze_one(path: str, args: argparse.Namespace) -> int:
     from ftpdiag import importers
     from ftpdiag.console import ConsoleRenderer
     from ftpdiag.importers.jsonl import parse_lines
 
     label = "standard input" if path == "-" else path
+    data: bytes | None = None  # standard input is read whole (a paste); files by the format
     try:
-        data = _read(path)
+        if path == "-":
+            data = sys.stdin.buffer.read()
+            found = importers.read(data, args.input)
+        else:
+            found = importers.read_path(path, args.input)
     except OSError as exc:
         print(f"ftpdiag: error: cannot read {label}: {exc.strerror}", file=sys.stderr)
         return 2
-    found = importers.read(data, args.input)
+    except CaptureError as exc:
+        print(f"ftpdiag: error: {label}: {exc}", file=sys.stderr)
+        return 2
     if found is None:
         names = ", ".join(importers.formats())
         print(
@@ -132,7 +134,7 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     lang = args.lang or "en"
     own_log = fmt.name == "jsonl"
     if own_log:
-        for number in parse_lines(data)[1]:
+        for number in parse_lines(data if data is not None else Path(path).read_bytes())[1]:
             print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
     records = [record for session in sessions for record in session]
     # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
@@ -177,7 +179,8 @@ def register(sub: Any) -> None:
     from ftpdiag import importers
 
     p = sub.add_parser(
-        "analyze", help="diagnose a saved log: ftpdiag's JSON lines or a client/server log"
+        "analyze",
+        help="diagnose a saved log: ftpdiag's JSON lines, a packet capture, a client/server log",
     )
     p.add_argument(
         "log", nargs="+", metavar="PATH", help="log files (- reads standard input, for pasting)"

@@ -10,6 +10,7 @@ Binary formats (packet captures) register the same way: ``detect`` sees bytes.
 from __future__ import annotations
 
 from ftpdiag.importers import (  # noqa: F401  (each module registers its format on import)
+    capture,
     curl,
     filezilla,
     generic,
@@ -23,7 +24,7 @@ from ftpdiag.importers import (  # noqa: F401  (each module registers its format
 )
 from ftpdiag.importers.base import HEAD, Format, Sessions, formats, register
 
-__all__ = ["Format", "Sessions", "detect", "formats", "read", "register"]
+__all__ = ["Format", "Sessions", "detect", "formats", "read", "read_path", "register"]
 
 
 def detect(data: bytes) -> Format | None:
@@ -40,3 +41,16 @@ def read(data: bytes, name: str | None = None) -> tuple[Format, Sessions] | None
     if fmt is None:
         return None
     return fmt, fmt.read(data)
+
+
+def read_path(path: str, name: str | None = None) -> tuple[Format, Sessions] | None:
+    """:func:`read` for a file: detection looks at its head, and a format that reads files
+    itself (a capture, mapped) gets the path instead of the whole content."""
+    with open(path, "rb") as handle:
+        head = handle.read(HEAD)
+        fmt = formats()[name] if name is not None else detect(head)
+        if fmt is None:
+            return None
+        if fmt.read_file is not None:
+            return fmt, fmt.read_file(path)
+        return fmt, fmt.read(head + handle.read())

@@ -25,12 +25,16 @@ Sessions = list[list[Record]]
 
 @dataclass(frozen=True)
 class Format:
-    """One input format: its ``--input`` name, what it is, how to spot it and how to read it."""
+    """One input format: its ``--input`` name, what it is, how to spot it and how to read it.
+
+    ``read_file``, when given, reads a file by its path instead of its bytes (a capture is
+    mapped, not read whole)."""
 
     name: str
     description: str
     detect: Callable[[bytes], float]
     read: Callable[[bytes], Sessions]
+    read_file: Callable[[str], Sessions] | None = None
 
 
 _REGISTRY: dict[str, Format] = {}

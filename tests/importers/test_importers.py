@@ -308,13 +308,37 @@ def test_redaction(line: str, expected: str) -> None:
 
 
 def test_registry_accepts_binary_formats(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A format that recognises magic bytes (as a capture reader will) wins detection."""
-    magic = b"\xd4\xc3\xb2\xa1"
-    fake = Format("fakecap", "test only", lambda head: 1.0 if head[:4] == magic else 0.0,
+    """A format that recognises magic bytes wins detection over every text format."""
+    magic = b"\x89FAKE\r\n\x1a"
+    fake = Format("fakebin", "test only", lambda head: 1.0 if head[:8] == magic else 0.0,
                   lambda data: [[{"event": "session.open", "session": "c1"}]])  # fmt: skip
-    monkeypatch.setitem(importers.base._REGISTRY, "fakecap", fake)
+    monkeypatch.setitem(importers.base._REGISTRY, "fakebin", fake)
     assert importers.detect(magic + b"\x00\xff" * 10) is fake
     assert importers.detect(_data("lftp.badpw")).name == "lftp"  # type: ignore[union-attr]
+
+
+def test_captures_are_one_more_format(tmp_path: Path) -> None:
+    """A pcap is detected by its magic bytes, from a file (mapped) or from standard input,
+    and its sessions go through the same output as every other input."""
+    from tests.capture_builder import Capture
+
+    cap = Capture()
+    ctl = cap.conversation(("192.0.2.9", 40000), ("192.0.2.1", 21)).open()
+    ctl.s(b"220 Ready\r\n")
+    ctl.c(b"USER diag\r\n")
+    ctl.s(b"331 Password\r\n")
+    ctl.c(b"PASS cap-secret\r\n")
+    ctl.s(b"530 Login incorrect.\r\n")
+    blob = cap.pcap()
+    assert importers.detect(blob) is importers.formats()["capture"]
+    path = tmp_path / "trace.bin"
+    path.write_bytes(blob)
+    for args, stdin in (([str(path)], None), (["-"], blob)):
+        done = _cli(*args, "--format", "json", stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        assert records[0]["input"] == "capture"
+        assert _roots(records) == ["login.failed"] and b"cap-secret" not in done.stdout
 
 
 def test_client_error_kinds() -> None:
@@ -349,10 +373,18 @@ def test_wrapped_and_cut_lines() -> None:
 @given(st.binary(max_size=2000) | st.text(max_size=2000).map(str.encode))
 @settings(max_examples=150, deadline=None)
 def test_any_input_reads_without_error(data: bytes) -> None:
-    """Whatever the input, detection and every format's reader return, never raise."""
+    """Whatever the input, detection and every format's reader return, never raise (the
+    capture reader says CaptureError for what is no capture, which analyze reports)."""
+    from ftpdiag.capture import CaptureError
+
     importers.detect(data)
     for fmt in importers.formats().values():
-        for session in fmt.read(data):
+        try:
+            sessions = fmt.read(data)
+        except CaptureError:
+            assert fmt.name == "capture"
+            continue
+        for session in sessions:
             analyze_records(session)
 
 
