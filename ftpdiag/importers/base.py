@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from ftpdiag.importers.builder import Record, SessionBuilder
 from ftpdiag.importers.paste import clean_lines
@@ -80,6 +81,13 @@ class Collector:
         return out
 
 
+@lru_cache(maxsize=2)
+def _clean_head(head: bytes) -> list[str]:
+    """The head's clean lines, made once for all the text formats that score it (callers
+    must not change the list)."""
+    return clean_lines(head)
+
+
 LineScore = Callable[[list[str]], float]
 LineParse = Callable[[list[str], Collector], None]
 
@@ -88,7 +96,7 @@ def text_format(name: str, description: str, score: LineScore, parse: LineParse)
     """A format that reads cleaned text lines; ``score`` sees the head's lines only."""
 
     def detect(head: bytes) -> float:
-        return score(clean_lines(head[:HEAD]))
+        return score(_clean_head(head[:HEAD]))
 
     def read(data: bytes) -> Sessions:
         collector = Collector(name)
@@ -133,8 +141,12 @@ def reply_code(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+@lru_cache(maxsize=4096)
 def parse_time(text: str, formats: tuple[str, ...]) -> datetime | None:
-    """The first of ``formats`` that parses ``text`` (the log's local time, no zone)."""
+    """The first of ``formats`` that parses ``text`` (the log's local time, no zone). Cached:
+    strptime is slow, and a log repeats each second's stamp on many lines."""
+    if not text:
+        return None
     for fmt in formats:
         try:
             return datetime.strptime(text, fmt)
