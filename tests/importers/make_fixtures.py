@@ -66,12 +66,12 @@ def _curl(url: str, pw: str, trace: bool) -> list[str]:
             "-u", f"user:{pw}", url, "-o", "/dev/null"]  # fmt: skip
 
 
-def _lftp(host: str, port: int, path: str, pw: str) -> list[str]:
+def _lftp(host: str, port: int, path: str, pw: str, user: str = "user") -> list[str]:
     script = (
         "set net:max-retries 1; set net:timeout 3; set ftp:prefer-epsv no; "
         f"set ftp:ssl-allow no; get {path} -o /dev/null; bye"
     )
-    return ["lftp", "-d", "-e", script, "-u", f"user,{pw}", f"ftp://{host}:{port}"]
+    return ["lftp", "-d", "-e", script, "-u", f"{user},{pw}", f"ftp://{host}:{port}"]
 
 
 FTPLIB_SCRIPT = """
@@ -162,6 +162,27 @@ def server_logs() -> None:
         (FIXTURES / f"{name}.log").write_text(text, encoding="utf-8")
 
 
+def against_real_servers() -> None:
+    """curl -v and lftp -d against vsftpd, ProFTPD and Pure-FTPd: a wrong password and a
+    missing file, in each server's own words."""
+    from tests.interop.servers import SERVERS
+
+    for server_name, server in SERVERS.items():
+        with server() as srv:
+            for scenario, pw, path in (("badpw", WRONG, "file.bin"),
+                                       ("missing", srv.password, "missing.txt")):  # fmt: skip
+                url = f"ftp://{srv.host}:{srv.port}/{path}"
+                runs = {
+                    "curl_v": ["curl", "-v", "-sS", "--max-time", "10", "-u",
+                               f"{srv.user}:{pw}", url, "-o", "/dev/null"],
+                    "lftp": _lftp(srv.host, srv.port, path, pw, user=srv.user),
+                }  # fmt: skip
+                for client, cmd in runs.items():
+                    text = _normalise(_run(cmd), srv.port, "/nonexistent")
+                    out = FIXTURES / f"{client}.{server_name.replace('-', '')}.{scenario}.log"
+                    out.write_text(text, encoding="utf-8")
+
+
 def tls_untrusted() -> None:
     """curl and lftp asking for TLS from vsftpd, whose self-signed certificate they do not
     trust: the failure is the client's own (a TLS error, no reply explains it)."""
@@ -210,6 +231,7 @@ def main() -> None:
             (FIXTURES / f"{client}.refused.log").write_text(text, encoding="utf-8")
     server_logs()
     tls_untrusted()
+    against_real_servers()
 
 
 if __name__ == "__main__":
