@@ -205,7 +205,13 @@ class SessionBuilder:
         if self._closed is None:
             self.unseen.append("end")
         if self.unseen:
-            out.append(self._record("log.partial", self._last_at, unseen=list(self.unseen)))
+            verb, arg, _ = self._pending[0] if self._pending else (None, "", None)
+            awaiting = f"{verb} {arg}".strip() if verb else None
+            out.append(
+                self._record(
+                    "log.partial", self._last_at, unseen=list(self.unseen), awaiting=awaiting
+                )
+            )
         duration = (
             round((self._last_at - self._started).total_seconds() * 1000, 1)
             if self._started is not None and self._last_at is not None

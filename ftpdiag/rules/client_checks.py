@@ -24,7 +24,7 @@ def client_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[
     if event == "log.partial":
         unseen = set(f.get("unseen") or ())
         part = "both" if {"start", "end"} <= unseen else "start" if "start" in unseen else "end"
-        yield Finding("log.partial", None, {"unseen": part})
+        yield Finding("log.partial", None, {"unseen": part, "awaiting": f.get("awaiting")})
         return
     kind = str(f.get("kind") or "error")
     if event != "client.error" or kind in _EXPLAINED_BY_A_REPLY:

@@ -268,6 +268,11 @@ def test_partial_logs_say_what_is_missing() -> None:
     results = analyze_records(found[1][0], facts=True)
     rules = [r["rule"] for r in results if r["event"] == "diagnosis"]
     assert "log.partial" in rules and _roots(results) == [None]
+    cut_at_retr = b"Command:\tUSER a\nResponse:\t331 pw\nCommand:\tRETR big.iso\n"
+    found = importers.read(cut_at_retr)
+    assert found is not None
+    (partial,) = [r for r in analyze_records(found[1][0]) if r.get("rule") == "log.partial"]
+    assert "The last command it shows, RETR big.iso, has no reply in it." in partial["explanation"]
     assert not any(r.get("rule") == "protocol.unsolicited" for r in results)
 
 
