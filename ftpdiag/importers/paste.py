@@ -2,8 +2,9 @@
 
 A log pasted into a forum or an issue arrives quoted (``> `` on every line), inside Markdown
 fences, indented as a code block, with CRLF or bare CR line ends, sometimes with the shell
-prompt that ran the client. The importers parse the clean lines; redaction happens here, once,
-before any parser sees the text, so no record, report or error message can carry a password.
+prompt that ran the client (dropped; the command it ran is kept). The importers parse the
+clean lines; redaction happens here, once, before any parser sees the text, so no record,
+report or error message can carry a password.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import re
 import textwrap
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# The prompt of the shell that ran the client ("$ ", "user@host:~$ ", "C:\\Users\\a>", "PS C:\\>"):
+# dropped, the command it ran kept (it may name the server).
+_PROMPT = re.compile(
+    r"^(?:[\w.-]+@[\w.-]+(?::[^$#\s]*)?[$#]|[$#%]|(?:PS )?[A-Za-z]:\\[^>]*>)[ \t]*(?=\S)"
+)
 _QUOTE = re.compile(r"^ ?>[ \t]?")
 # Upper case only ("pass" in prose is a word), and only where a log puts a command: at the
 # start of a line, after a marker ("> ", "---> ", "Command:\t", "0000: ", a quote) or after a
@@ -81,5 +87,9 @@ def _unquote(lines: list[str]) -> list[str]:
 def clean_lines(data: bytes) -> list[str]:
     """The pasted input as clean, redacted lines (fences and quoting removed, dedented)."""
     text = redact(decode(data).replace("\r\n", "\n").replace("\r", "\n").replace("\x00", ""))
-    lines = [line for line in _unquote(text.split("\n")) if not _FENCE.match(line)]
+    lines = [
+        _PROMPT.sub("", line, count=1)
+        for line in _unquote(text.split("\n"))
+        if not _FENCE.match(line)
+    ]
     return textwrap.dedent("\n".join(line.rstrip() for line in lines)).strip("\n").split("\n")

@@ -12,6 +12,7 @@ from ftpdiag.importers.base import Collector, reply_code, text_format
 from ftpdiag.importers.errors import kind_of
 
 _PROMPT = re.compile(r"^(?:ftp|tnftp)> ?(.*)$")
+_RUN = re.compile(r"^(?:t?n?ftp|ftp\.exe|inetutils-ftp)(?: -\S+)* ([\w.:-]+)(?: (\d+))?$")
 _CONNECTED = re.compile(r"^Connected to (\S+?)(?: \([^)]*\))?\.?$")
 _NAME = re.compile(r"^(?:Name|User) \((.*)\): ?(\S*)(.*)$")
 _PASSWORD = re.compile(r"^Password: ?(.*)$")
@@ -50,8 +51,14 @@ def _parse(lines: list[str], out: Collector) -> None:
     debug = any(_DEBUG.match(line) for line in lines)
     intent: list[str] = []  # commands the user's last action will send, in order
     for line in lines:
+        if run := _RUN.match(line):  # the shell command that started the client
+            port = f":{run.group(2)}" if run.group(2) else ""
+            out.new(upstream=run.group(1) + port)
+            continue
         if connected := _CONNECTED.match(line):
-            out.new(upstream=connected.group(1))
+            if not (out.builders and out.current.empty):
+                out.new(upstream=connected.group(1))
+            out.current.upstream = out.current.upstream or connected.group(1)
             continue
         if prompt := _PROMPT.match(line):
             typed = prompt.group(1).split()

@@ -303,6 +303,8 @@ def test_paste_cleanup() -> None:
     assert clean_lines(quoted) == ["Command:\tUSER a", "Response:\t331 ok"]
     curl = b"* Connected to h (1.2.3.4) port 21 (#0)\n> USER a\n< 331 ok\n"
     assert clean_lines(curl)[1:] == ["> USER a", "< 331 ok"]
+    prompts = b"$ curl -v ftp://h/\nme@box:~/src$ lftp h\nC:\\Users\\a>ftp h\nPS C:\\> ftp h\n"
+    assert clean_lines(prompts) == ["curl -v ftp://h/", "lftp h", "ftp h", "ftp h"]
 
 
 @pytest.mark.parametrize(
