@@ -16,7 +16,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 # The prompt of the shell that ran the client ("$ ", "user@host:~$ ", "C:\\Users\\a>", "PS C:\\>"):
 # dropped, the command it ran kept (it may name the server).
 _PROMPT = re.compile(
-    r"^(?:[\w.-]+@[\w.-]+(?::[^$#\s]*)?[$#]|[$#%]|(?:PS )?[A-Za-z]:\\[^>]*>)[ \t]*(?=\S)"
+    r"^(?:(?:[\w.-]+@[\w.-]+(?::[^$#\s]*)?[$#]|[$#%])[ \t]+|(?:PS )?[A-Za-z]:\\[^>]*>[ \t]*)(?=\S)"
 )
 _QUOTE = re.compile(r"^ ?>[ \t]?")
 # Upper case only ("pass" in prose is a word), and only where a log puts a command: at the
