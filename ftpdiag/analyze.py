@@ -188,6 +188,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--input", choices=sorted(importers.formats()), help="the input format (default: detect)"
     )
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
-    p.add_argument("--lang", choices=("en", "vi"))
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="console text, the rebuilt JSON-lines log, or a Markdown block for a forum reply",
+    )
+    p.add_argument("--lang", choices=("en", "vi"), help="language of the explanations")
     p.set_defaults(func=run)
