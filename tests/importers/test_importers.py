@@ -501,3 +501,28 @@ def test_client_error_table_uses_known_kinds() -> None:
     )
     assert {p["kind"] for p in table["pattern"]} == KINDS
     assert set(curl._EXIT_KINDS.values()) <= KINDS
+
+
+# Letters, digits, punctuation and symbols (no spaces); URL passwords come %-encoded, so '@'
+# and '/' do not occur raw, and quotes would end the string they are written in.
+_SECRET_CHARS = st.characters(
+    whitelist_categories=("L", "N", "P", "S"), blacklist_characters="\"'@/*\\"
+)
+
+
+@given(st.text(_SECRET_CHARS, min_size=6, max_size=24))
+@settings(max_examples=200, deadline=None)
+def test_redaction_of_any_password(password: str) -> None:
+    """Whatever the password's characters, no line form that carries it keeps it."""
+    lines = [
+        f"> PASS {password}",
+        f"Command:\tPASS {password}",
+        f"---> PASS {password}",
+        f"curl -v -u bob:{password} ftp://h/x",
+        f"lftp -u bob,{password} ftp://h",
+        f"get ftp://bob:{password}@h/x",
+        f'    ftp.login("bob", "{password}")',
+        f"password={password}",
+    ]
+    for line in lines:
+        assert password not in redact(line), line
