@@ -91,6 +91,8 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "filezilla.fr.badpw": ("filezilla", ["login.failed"]),
     "filezilla.de.missing": ("filezilla", ["file.not_found"]),
     "filezilla.es.refused": ("filezilla", ["client.refused"]),
+    "filezilla.it.tls": ("filezilla", ["client.tls"]),
+    "filezilla.en.connect_timeout": ("filezilla", ["client.timeout", "client.timeout"]),
     "winscp.timeout": ("winscp", ["client.data_failed"]),
     "vsftpd.protocol": ("server", [None, "login.failed", "reply.explained"]),
     # vsftpd logs nothing of a handshake the client broke off: those sessions just stop
