@@ -24,7 +24,7 @@ _CALL_STRING = re.compile(
     r"\.(?:retrbinary|retrlines|storbinary|storlines|sendcmd|voidcmd|transfercmd|ntransfercmd)"
     r"\(\s*f?['\"]([A-Za-z]{3,4}(?: [^'\"]*)?)['\"]"
 )
-_CALL_METHOD = re.compile(r"\.(cwd|delete|size|mkd|rmd|rename|nlst|dir|mlsd|login|connect)\((.*)\)")
+_CALL_METHOD = re.compile(r"\.(cwd|delete|size|mkd|rmd|rename|nlst|dir|mlsd|login)\((.*)\)")
 _STRING_ARGS = re.compile(r"['\"]([^'\"]*)['\"]")
 _METHOD_VERB = {"cwd": "CWD", "delete": "DELE", "size": "SIZE", "mkd": "MKD", "rmd": "RMD",
                 "rename": "RNFR", "nlst": "NLST", "dir": "LIST", "mlsd": "MLSD"}  # fmt: skip
@@ -61,12 +61,13 @@ def _command_from_frames(sources: list[str]) -> list[str]:
             if name == "login":
                 user = args[0] if args else "anonymous"
                 return [f"USER {user}", "PASS ****"] if inner != "USER" else [f"USER {user}"]
-            if name in _METHOD_VERB:
-                return [f"{_METHOD_VERB[name]} {args[0] if args else ''}".strip()]
+            return [f"{_METHOD_VERB[name]} {args[0] if args else ''}".strip()]
     return [inner] if inner is not None else []
 
 
 def _traceback(lines: list[str], start: int, builder: SessionBuilder) -> int:
+    """Read the traceback that starts at ``lines[start]`` into ``builder``; returns the index
+    of its exception line."""
     sources: list[str] = []
     functions: list[str] = []
     i = start + 1
