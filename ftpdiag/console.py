@@ -104,6 +104,9 @@ class ConsoleRenderer:
         where = " (data connection)" if ev.get("channel") == "data" else ""
         return self.paint(f"✗ {ev.get('source')}: {ev.get('message')}{where}", "red")
 
+    def _client_notice(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"⚠ {ev.get('source')}: {ev.get('message')}", "yellow")
+
     def _log_partial(self, ev: Mapping[str, Any]) -> str:
         unseen = " and ".join(str(u) for u in ev.get("unseen") or ())
         return self.paint(f"… the log does not show the session's {unseen}", "dim")

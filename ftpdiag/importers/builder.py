@@ -135,6 +135,14 @@ class SessionBuilder:
             logged_in=self._logged_in,
         )
 
+    def client_notice(
+        self, kind: str, message: str, source: str, at: datetime | None = None
+    ) -> None:
+        """Something the client noticed and worked around (``client.notice``), such as a PASV
+        address it would not use."""
+        self._touch(at)
+        self._emit("client.notice", at, kind=kind, message=message, source=source)
+
     def forget_pending(self) -> None:
         """Commands shown so far were answered off the record (a traceback shows the
         command that failed, not the replies before it)."""

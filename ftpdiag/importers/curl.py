@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ftpdiag.importers.base import Collector, share, text_format
-from ftpdiag.importers.errors import kind_of
+from ftpdiag.importers.errors import kind_of, notice_of
 
 _VERBOSE = re.compile(r"^(\*|>|<) ")
 _TRACE = re.compile(r"^(== Info:|=> Send header|<= Recv header|<= Recv data|=> Send data|\d{4}: )")
@@ -54,7 +54,9 @@ def _parse(lines: list[str], out: Collector) -> None:
                 connection = connected.group(4)
                 out.new(upstream=f"{connected.group(2)}:{connected.group(3)}")
                 reported = False
-            if _FAILED.search(info):
+            if notice := notice_of(info):
+                out.current.client_notice(notice, info, "curl")
+            elif _FAILED.search(info):
                 out.current.client_error(kind_of(info), info, "curl")
                 reported = True
             elif _CLOSING.search(info):

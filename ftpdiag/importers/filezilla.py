@@ -12,7 +12,7 @@ from importlib import resources
 
 from ftpdiag.importers.base import Collector, parse_time, text_format, unwrap
 from ftpdiag.importers.builder import SessionBuilder
-from ftpdiag.importers.errors import kind_of
+from ftpdiag.importers.errors import kind_of, notice_of
 
 # The log file: date, time, process id, engine id (one engine per connection: parallel
 # transfers interleave in one file); the window's copy: an optional time.
@@ -93,7 +93,9 @@ def _parse(lines: list[str], out: Collector) -> None:
             match.group("time") or "", ("%H:%M:%S",)
         )
         if match.group("status") and not connecting:
-            if _ERRNO.search(text):  # "Connection attempt failed with …" in any language
+            if notice := notice_of(text):
+                session.client_notice(notice, text, "filezilla", at)
+            elif _ERRNO.search(text):  # "Connection attempt failed with …" in any language
                 session.client_error(kind_of(text), text, "filezilla", at)
                 errored.add(session.sid)
             elif count := _TRANSFERRED.search(text):

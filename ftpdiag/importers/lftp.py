@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ftpdiag.importers.base import Collector, share, text_format
-from ftpdiag.importers.errors import kind_of
+from ftpdiag.importers.errors import kind_of, notice_of
 
 _LINE = re.compile(r"^(---> |<--- |---- |\*\*\*\* )")
 _CONNECTING = re.compile(r"^---- Connecting to (\S+) \(([^)]*)\) port (\d+)")
@@ -34,6 +34,8 @@ def _parse(lines: list[str], out: Collector) -> None:
                 out.current.close("lftp: " + message)
         elif line.startswith("---- Closing control socket"):
             out.current.close("client closed")
+        elif line.startswith("---- ") and (notice := notice_of(line)):
+            out.current.client_notice(notice, line[5:].strip(), "lftp")
         elif fatal := _FATAL.match(line):
             if fatal.group(1).strip() != said:
                 out.current.client_error(kind_of(fatal.group(1)), line.strip(), "lftp")

@@ -18,9 +18,15 @@ from ftpdiag.rules.view import SessionView
 _EXPLAINED_BY_A_REPLY = frozenset({"login", "not_found"})
 
 
-@handles("client.error", "log.partial")
+@handles("client.error", "client.notice", "log.partial")
 def client_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
-    """The client's errors by kind; on the data channel, the PASV/PORT address it dialled."""
+    """The client's errors by kind; on the data channel, the PASV/PORT address it dialled.
+    RFC 959 §4.1.2: the PASV reply's address is where the data connection goes; a client that
+    had to replace it shows a server advertising an address it does not have (NAT)."""
+    if event == "client.notice":
+        if f.get("kind") == "pasv_address":
+            yield Finding("client.pasv_address", 227, {k: f.get(k) for k in ("message", "source")})
+        return
     if event == "log.partial":
         unseen = set(f.get("unseen") or ())
         part = "both" if {"start", "end"} <= unseen else "start" if "start" in unseen else "end"

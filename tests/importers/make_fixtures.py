@@ -40,6 +40,8 @@ SCENARIOS: dict[str, tuple[list[Reply], str, str]] = {
         PASSWORD,
     ),
     "ok": ([], "file.bin", PASSWORD),  # a healthy download: no false alarm
+    # the server advertises 127.0.0.2 in PASV (behind NAT): curl and lftp use 127.0.0.1
+    "nat": ([], "nat/file.bin", PASSWORD),
     "tls_required": (
         [Reply("USER", 530, "Non-anonymous sessions must use encryption.")],
         "file.bin",
@@ -51,6 +53,8 @@ SCENARIOS: dict[str, tuple[list[Reply], str, str]] = {
 # Clients whose healthy run prints a log (a script without debug output prints nothing; lftp
 # probes OPTS UTF8 before login, which is the engine's business, not the importer's).
 HEALTHY_CLIENTS = ("curl_v", "curl_trace", "tnftp", "gnu_ftp", "ncftp", "ftplib_debug")
+NAT_CLIENTS = ("curl_v", "curl_trace", "lftp")
+NAT_PATH = "nat/"
 
 
 def _closed_port() -> int:
@@ -61,8 +65,11 @@ def _closed_port() -> int:
 
 
 def _curl(url: str, pw: str, trace: bool) -> list[str]:
+    """curl on PASV; it dials the PASV address as given, except for the NAT scenario, where
+    its default (use the control connection's address) is the point."""
     out = ["--trace-ascii", "-"] if trace else ["-v"]
-    return ["curl", *out, "-sS", "--max-time", "5", "--disable-epsv", "--no-ftp-skip-pasv-ip",
+    skip = [] if NAT_PATH in url else ["--no-ftp-skip-pasv-ip"]
+    return ["curl", *out, "-sS", "--max-time", "5", "--disable-epsv", *skip,
             "-u", f"user:{pw}", url, "-o", "/dev/null"]  # fmt: skip
 
 
@@ -206,6 +213,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         make_file(tmp / "root", "file.bin", 5000)
+        make_file(tmp / "root", "nat/file.bin", 5000)
         for scenario, (faults, path, pw) in SCENARIOS.items():
             closed = _closed_port()
             filled = [
@@ -218,10 +226,15 @@ def main() -> None:
                     227,
                     f"Entering passive mode (127,0,0,1,{closed // 256},{closed % 256}).",
                 )
-            with FakeFTPServer(tmp / "root", faults=filled, password=PASSWORD) as srv:
+            masquerade = "127.0.0.2" if scenario == "nat" else None
+            with FakeFTPServer(
+                tmp / "root", faults=filled, password=PASSWORD, masquerade_address=masquerade
+            ) as srv:
                 host, port = srv.address
                 for client, run in _clients(host, port, path, pw, tmp).items():
                     if scenario == "ok" and client not in HEALTHY_CLIENTS:
+                        continue
+                    if scenario == "nat" and client not in NAT_CLIENTS:
                         continue
                     text = _normalise(run(), port, name)
                     (FIXTURES / f"{client}.{scenario}.log").write_text(text, encoding="utf-8")

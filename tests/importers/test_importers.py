@@ -28,6 +28,11 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "curl_trace.ok": ("curl", [None]),
     "tnftp.ok": ("ftp", [None]),
     "ftplib_debug.ok": ("python", [None]),
+    "curl_v.nat": ("curl", ["client.pasv_address"]),
+    "curl_trace.nat": ("curl", ["client.pasv_address"]),
+    # lftp's OPTS UTF8 before login gets a 530 from pyftpdlib, an error that outranks the NAT
+    # warning (as it does in the live proxy: the engine's call, not the importer's)
+    "lftp.nat": ("lftp", ["reply.explained"]),
     "curl_v.badpw": ("curl", ["login.failed"]),
     "curl_v.missing": ("curl", ["reply.explained"]),  # curl stops at SIZE's 550
     "curl_v.pasv_unreachable": ("curl", ["client.data_failed"]),
@@ -161,6 +166,14 @@ def test_healthy_logs_raise_no_alarm(name: str) -> None:
     assert [r["rule"] for r in results if r.get("severity") in ("warning", "error")] == []
     ends = [r for r in results if r["event"] == "transfer.end"]
     assert all(r["outcome"] == 226 for r in ends)
+
+
+@pytest.mark.parametrize("name", ["curl_v.nat", "lftp.nat", "filezilla.en.timeout"])
+def test_clients_that_replaced_the_pasv_address(name: str) -> None:
+    """curl, lftp and FileZilla say when they did not use the PASV reply's address: a NAT
+    warning, as the proxy gives for the same server."""
+    rules = [r["rule"] for r in _results(name) if r["event"] == "diagnosis"]
+    assert "client.pasv_address" in rules
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -528,3 +541,13 @@ def test_redaction_of_any_password(password: str) -> None:
     ]
     for line in lines:
         assert password not in redact(line), line
+
+
+def test_console_form_of_a_notice() -> None:
+    """client.notice reads as a sentence on the console."""
+    from ftpdiag.console import ConsoleRenderer
+
+    notice = {"event": "client.notice", "session": "s1", "kind": "pasv_address",
+              "source": "lftp", "message": "Address returned by PASV seemed to be incorrect"}  # fmt: skip
+    text = ConsoleRenderer(color=False)(notice)
+    assert text.endswith("⚠ lftp: Address returned by PASV seemed to be incorrect")
