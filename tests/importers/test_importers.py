@@ -547,7 +547,7 @@ def test_console_form_of_a_notice() -> None:
     """client.notice reads as a sentence on the console."""
     from ftpdiag.console import ConsoleRenderer
 
+    said = "Address returned by PASV seemed to be incorrect"
     notice = {"event": "client.notice", "session": "s1", "kind": "pasv_address",
-              "source": "lftp", "message": "Address returned by PASV seemed to be incorrect"}  # fmt: skip
-    text = ConsoleRenderer(color=False)(notice)
-    assert text.endswith("⚠ lftp: Address returned by PASV seemed to be incorrect")
+              "source": "lftp", "message": said}  # fmt: skip
+    assert ConsoleRenderer(color=False)(notice).endswith(f"⚠ lftp: {said}")
