@@ -1,9 +1,11 @@
-"""``ftpdiag analyze``: the diagnosis engine run offline over a saved log or a pasted one.
+"""``ftpdiag analyze``: the diagnosis engine run offline over a saved log, a packet capture
+or a pasted one.
 
-The input is detected (ftpdiag's JSON lines, FileZilla, WinSCP, curl, lftp, ``ftp``
-transcripts, Python tracebacks, server logs, any text with FTP commands and replies; see
-:mod:`ftpdiag.importers`) and rebuilt as the proxy's records, which then go through the same
-:class:`~ftpdiag.rules.engine.Diagnoser` as a live session.
+The input is detected (ftpdiag's JSON lines, pcap/pcapng, FileZilla, WinSCP, curl, lftp,
+``ftp`` transcripts, Python tracebacks, server logs, any text with FTP commands and replies;
+see :mod:`ftpdiag.importers`) and rebuilt as the proxy's records, which then go through the
+same :class:`~ftpdiag.rules.engine.Diagnoser` as a live session. ``ftpdiag report`` reads its
+inputs with :func:`read_records`, so the report and the analysis never disagree.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -30,9 +33,16 @@ def analyze_records(
     """Re-run the engine over logged facts; returns the diagnoses and summaries it produces,
     each tagged with its session (and, with ``facts``, every fact before them, as the engine
     enriched it). Diagnoses already in the log are ignored and recomputed."""
+    return [produced for _, produced in analyze_indexed(records, lang, facts)]
+
+
+def analyze_indexed(
+    records: list[dict[str, Any]], lang: str = "en", facts: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``analyze_records`` with the index of the record each result was produced after: the
+    report anchors a diagnosis next to the fact that is its evidence."""
     engines: dict[str, Diagnoser] = {}
-    out: list[dict[str, Any]] = []
-    for record in records:
+    for index, record in enumerate(records):
         event = record.get("event")
         if not isinstance(event, str) or event in ("diagnosis", "session.summary"):
             continue
@@ -44,10 +54,39 @@ def analyze_records(
         produced_all = engine.process(event, fields)
         if facts and produced_all:
             stamp = {"timestamp": record["timestamp"]} if "timestamp" in record else {}
-            out.append({"event": event, "session": sid, **stamp, **produced_all[0][1]})
+            yield index, {"event": event, "session": sid, **stamp, **produced_all[0][1]}
         for name, produced in produced_all[1:]:
-            out.append({"event": name, "session": sid, **produced})
-    return out
+            yield index, {"event": name, "session": sid, **produced}
+
+
+def _bad_json_lines(label: str, data: bytes) -> None:
+    from ftpdiag.importers.jsonl import parse_lines
+
+    for number in parse_lines(data)[1]:
+        print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
+
+
+def read_records(paths: list[str]) -> list[dict[str, Any]]:
+    """The records of saved logs, captures and pasted client/server logs, in order (what
+    ``ftpdiag report`` reads). A JSON-lines line that is not JSON, or a file in which no
+    format finds FTP, is skipped with a warning. Raises ``OSError`` (with the path in
+    ``filename``) when a file cannot be read, ``CaptureError`` when a capture is damaged."""
+    from ftpdiag import importers
+
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            found = importers.read_path(path)
+        except CaptureError as exc:
+            raise CaptureError(f"{path}: {exc}") from exc
+        if found is None:
+            print(f"ftpdiag: warning: {path}: no FTP commands or replies found", file=sys.stderr)
+            continue
+        fmt, sessions = found
+        if fmt.name == "jsonl":
+            _bad_json_lines(path, Path(path).read_bytes())
+        records.extend(record for session in sessions for record in session)
+    return records
 
 
 @cache
@@ -104,7 +143,6 @@ def markdown(results: list[dict[str, Any]], name: str, source: str, lang: str = 
 def _analyze_one(path: str, args: argparse.Namespace) -> int:
     from ftpdiag import importers
     from ftpdiag.console import ConsoleRenderer
-    from ftpdiag.importers.jsonl import parse_lines
 
     label = "standard input" if path == "-" else path
     data: bytes | None = None  # standard input is read whole (a paste); files by the format
@@ -134,8 +172,7 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     lang = args.lang or "en"
     own_log = fmt.name == "jsonl"
     if own_log:
-        for number in parse_lines(data if data is not None else Path(path).read_bytes())[1]:
-            print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
+        _bad_json_lines(label, data if data is not None else Path(path).read_bytes())
     records = [record for session in sessions for record in session]
     # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
     results = analyze_records(records, lang, facts=not own_log or args.format == "markdown")

@@ -17,6 +17,7 @@ from ftpdiag.rules.catalog import default_lang
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
+    from ftpdiag.report.collect import ReportSink
 
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
@@ -187,6 +188,12 @@ def _add_proxy(sub: Any) -> None:
     p.add_argument(
         "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
     )
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="write an HTML report of each session to DIR when it closes",
+    )
     tls = p.add_argument_group("TLS (FTPS)")
     tls.add_argument(
         "--listen-tls",
@@ -236,20 +243,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
+    from ftpdiag.report import cli as report_cli
 
     knowledge_cli.register(sub)
     analyze.register(sub)
+    report_cli.register(sub)
     demo.register(sub)
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
-    from ftpdiag.logconfig import configure
+def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, ReportSink | None]:
+    from ftpdiag.logconfig import configure, emit
+    from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    configure(sys.stderr, fmt, log_file, verbosity=-1 if args.quiet else (1 if args.verbose else 0))
-    return log_file
+    reports = None
+    if args.report_dir:
+        reports = ReportSink(args.report_dir, args.lang or default_lang(), emit, background=True)
+    configure(
+        sys.stderr,
+        fmt,
+        log_file,
+        verbosity=-1 if args.quiet else (1 if args.verbose else 0),
+        outputs=[reports] if reports else (),
+    )
+    return log_file, reports
 
 
 def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
@@ -294,7 +313,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.upstream import UpstreamConnector
 
     try:
-        log_file = _configure_logging(args)
+        log_file, reports = _configure_logging(args)
     except OSError as exc:
         print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
         return 2
@@ -363,6 +382,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         sandbox.stop()
         assert tmp is not None
         tmp.cleanup()
+    if reports is not None:
+        reports.finish()  # the reports of the sessions that shutdown closed, and their lines
     if log_file is not None:
         with contextlib.suppress(OSError):  # a full disk was already reported by the sink
             log_file.close()

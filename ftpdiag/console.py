@@ -205,6 +205,12 @@ class ConsoleRenderer:
         lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
         return "\n".join(wrap.fill(line) for line in lines)
 
+    def _report_written(self, ev: Mapping[str, Any]) -> str:
+        return f"⇄ report written {ev.get('path')}"
+
+    def _report_failed(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
+
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}
         detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)

@@ -36,8 +36,9 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=
 
 # tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
 # bench/capture.py compares ftpdiag analyze with (installed without its setuid helper);
-# tnftp writes the ftp transcripts of tests/importers/test_live.py.
-APT_PKGS=(curl lftp tnftp openssl ca-certificates tcpdump tshark)
+# tnftp writes the ftp transcripts of tests/importers/test_live.py; chromium runs the HTML
+# report's browser tests (tests/test_report_browser.py).
+APT_PKGS=(curl lftp tnftp openssl ca-certificates tcpdump tshark chromium)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)

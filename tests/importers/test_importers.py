@@ -551,3 +551,17 @@ def test_console_form_of_a_notice() -> None:
     notice = {"event": "client.notice", "session": "s1", "kind": "pasv_address",
               "source": "lftp", "message": said}  # fmt: skip
     assert ConsoleRenderer(color=False)(notice).endswith(f"⚠ lftp: {said}")
+
+
+def test_report_reads_pasted_logs(tmp_path: Path) -> None:
+    """``ftpdiag report`` reads what ``analyze`` reads: a FileZilla log becomes a report with
+    the same root cause, and no password."""
+    out = tmp_path / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftpdiag", "report", str(FIXTURES / "filezilla.fr.badpw.log"),
+         "-o", str(out)],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "Login incorrect for user marie" in html and "mot-de-passe-secret" not in html
