@@ -34,6 +34,21 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _rate(n_bytes: int, duration_ms: float) -> str:
+    """A rate worth reading: none for a transfer too small or quick to measure, else in the
+    unit that fits (kB/s for a slow link, MB/s for a fast one)."""
+    if n_bytes < 65536 or duration_ms < 10:
+        return ""
+    per_second = n_bytes / (duration_ms / 1000)
+    if per_second < 1e6:
+        return f"  {per_second / 1e3:.1f} kB/s"
+    return f"  {per_second / 1e6:.1f} MB/s"
+
+
 class ConsoleRenderer:
     """Renders an event dict to coloured (or plain) text lines."""
 
@@ -179,28 +194,33 @@ class ConsoleRenderer:
 
     def _transfer_end(self, ev: Mapping[str, Any]) -> str:
         ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
-        rate = float(ev.get("rate_mbps") or 0) / 8
+        moved, duration = int(ev["bytes"]), float(ev["duration_ms"])
         text = (
             f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}"
-            f"  {_human_bytes(int(ev['bytes']))}"
-            f" in {ev['duration_ms']:.0f} ms  {rate:.1f} MB/s  outcome {ev['outcome']}"
+            f"  {_human_bytes(moved)}"
+            f" in {duration:.0f} ms{_rate(moved, duration)}  outcome {ev['outcome']}"
         )
         return self.paint(text, "green" if ok else "red")
 
     def _session_close(self, ev: Mapping[str, Any]) -> str:
         seconds = float(ev.get("duration_ms") or 0) / 1000
         return (
-            f"⇄ session closed  {seconds:.1f} s · {ev.get('commands')} commands · "
-            f"{ev.get('transfers')} transfers ({_human_bytes(int(ev.get('bytes') or 0))})"
+            f"⇄ session closed  {seconds:.1f} s"
+            f" · {_plural(int(ev.get('commands') or 0), 'command')}"
+            f" · {_plural(int(ev.get('transfers') or 0), 'transfer')}"
+            f" ({_human_bytes(int(ev.get('bytes') or 0))})"
             f" · {ev.get('reason')}"
         )
 
     def _session_summary(self, ev: Mapping[str, Any]) -> str:
         cause = ev.get("root_cause")
+        outcome = str(ev.get("outcome_text") or "")
         if not cause:
-            return INDENT + self.paint("No problems found in this session.", "green")
+            healthy = (outcome[:1].upper() + outcome[1:] + ". ") if outcome else ""
+            return INDENT + self.paint(f"{healthy}No problems found in this session.", "green")
         wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
-        lines = [self.paint(f"Most likely cause: {cause['title']}", "bold")]
+        lines = [outcome[:1].upper() + outcome[1:] + "."] if outcome else []
+        lines.append(self.paint(f"Most likely cause: {cause['title']}", "bold"))
         others = ev.get("diagnoses", [])[1:4]
         lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
         return "\n".join(wrap.fill(line) for line in lines)
@@ -210,6 +230,26 @@ class ConsoleRenderer:
 
     def _report_failed(self, ev: Mapping[str, Any]) -> str:
         return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
+
+    def _replay_listen(self, ev: Mapping[str, Any]) -> str:
+        greeting = ev.get("greeting") or "none (the server never spoke)"
+        lines = [
+            f"ftpdiag replay listening on {ev['listen']} (timing {ev['timing']})",
+            f"session {ev['session']} of {ev['input']}: greeting {greeting},"
+            f" {ev['commands']} commands in order",
+        ]
+        if ev.get("flexible"):
+            lines.append("answered in any order: " + " ".join(ev["flexible"]))
+        lines += [f"transfer {t}" for t in ev.get("transfers", ())]
+        if ev.get("closes"):
+            lines.append("the server closes the control connection at the recorded point")
+        if len(ev.get("sessions", ())) > 1:
+            lines.append("other sessions (--session): " + " ".join(ev["sessions"]))
+        return self.paint(lines[0], "bold") + "".join(f"\n{INDENT}{line}" for line in lines[1:])
+
+    def _replay_unmatched(self, ev: Mapping[str, Any]) -> str:
+        expected = ev.get("expected") or "(end of recording)"
+        return self.paint(f"✗ unexpected {ev['actual']} (recording expects {expected}): 500", "red")
 
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}

@@ -69,6 +69,7 @@ class SessionBuilder:
     _last_verb: str | None = None
     _greeted: bool = False
     unseen: list[str] = field(default_factory=list)
+    transfer_type: str | None = None  # what the client says it uses ("binary mode": "I")
 
     # ---- what importers call ---------------------------------------------------------------
     def command(self, line: str, at: datetime | None = None) -> None:
@@ -333,7 +334,7 @@ class SessionBuilder:
             "path": transfer.path,
             "direction": direction,
             "mode": {"client": transfer.mode, "server": transfer.mode},
-            "type": None,
+            "type": self.transfer_type,
             "rest": 0,
         }
 

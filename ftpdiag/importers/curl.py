@@ -41,6 +41,20 @@ def _parse(lines: list[str], out: Collector) -> None:
     expect: str | None = None  # the trace's next "0000:" line is a "send" or a "recv" header
     reported = False
     exit_status: re.Match[str] | None = None
+
+    def finish() -> None:
+        """curl's closing line ends the session before it (stderr may even precede the
+        trace on stdout: then it waits for the session to exist)."""
+        nonlocal exit_status
+        if exit_status is None or not out.builders:
+            return
+        code, message = exit_status.groups()
+        if not reported:
+            kind = _EXIT_KINDS.get(int(code)) or kind_of(message)
+            out.current.client_error(kind, exit_status.group(0), f"curl ({code})")
+        out.current.close(f"curl exit {code}")
+        exit_status = None
+
     for line in lines:
         if line.startswith("== Info: "):
             info = line[9:].strip()
@@ -52,6 +66,7 @@ def _parse(lines: list[str], out: Collector) -> None:
             connected = _CONNECTED.search(info)
             if connected and connected.group(4) != connection:
                 connection = connected.group(4)
+                finish()
                 out.new(upstream=f"{connected.group(2)}:{connected.group(3)}")
                 reported = False
             if notice := notice_of(info):
@@ -82,15 +97,10 @@ def _parse(lines: list[str], out: Collector) -> None:
         elif line.startswith("< "):
             out.current.reply_line(line[2:])
         elif exit_line := _EXIT.match(line):
-            exit_status = exit_line  # stderr may come before the trace: handled at the end
+            exit_status = exit_line
+    finish()
     for builder in out.builders[:-1]:
         builder.close("connection reused or closed")
-    if exit_status is not None:
-        code, message = exit_status.groups()
-        if not reported:
-            kind = _EXIT_KINDS.get(int(code)) or kind_of(message)
-            out.current.client_error(kind, exit_status.group(0), f"curl ({code})")
-        out.current.close(f"curl exit {code}")
 
 
 CURL = text_format("curl", "curl -v or --trace-ascii output", _score, _parse)

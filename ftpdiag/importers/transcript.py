@@ -17,6 +17,7 @@ _CONNECTED = re.compile(r"^Connected to (\S+?)(?: \([^)]*\))?\.?$")
 _NAME = re.compile(r"^(?:Name|User) \((.*)\): ?(\S*)(.*)$")
 _PASSWORD = re.compile(r"^Password: ?(.*)$")
 _CLIENT_ERROR = re.compile(r"^(?:> )?(?:[\w.-]*ftp(?:\.exe)?): (.*)$")
+_MODE = re.compile(r"^Using (binary|ascii) mode to transfer files\.?$", re.I)
 _BYTES = re.compile(r"^(?:ftp: )?(\d+) bytes (?:received|sent) in ")
 # A 200 reply that names the command it answers ("200 PORT command successful").
 _NAMED_200 = re.compile(
@@ -86,6 +87,9 @@ def _parse(lines: list[str], out: Collector) -> None:
             continue
         if cmd := _DEBUG.match(line):
             out.current.command(cmd.group(1))
+            continue
+        if mode := _MODE.match(line):  # the client sent TYPE itself and says which
+            out.current.transfer_type = "I" if mode.group(1).lower() == "binary" else "A"
             continue
         if count := _BYTES.match(line):
             out.current.transferred(int(count.group(1)))

@@ -74,9 +74,11 @@ def _curl(url: str, pw: str, trace: bool) -> list[str]:
 
 
 def _lftp(host: str, port: int, path: str, pw: str, user: str = "user") -> list[str]:
+    # lftp refuses to write to /dev/null ("File exists"): a fresh file each time instead.
+    out = Path(tempfile.mkdtemp()) / "download"
     script = (
         "set net:max-retries 1; set net:timeout 3; set ftp:prefer-epsv no; "
-        f"set ftp:ssl-allow no; get {path} -o /dev/null; bye"
+        f"set ftp:ssl-allow no; get {path} -o {out}; bye"
     )
     return ["lftp", "-d", "-e", script, "-u", f"{user},{pw}", f"ftp://{host}:{port}"]
 
