@@ -68,9 +68,11 @@ def _bad_json_lines(label: str, data: bytes) -> None:
 
 def read_records(paths: list[str]) -> list[dict[str, Any]]:
     """The records of saved logs, captures and pasted client/server logs, in order (what
-    ``ftpdiag report`` reads). A JSON-lines line that is not JSON, or a file in which no
-    format finds FTP, is skipped with a warning. Raises ``OSError`` (with the path in
-    ``filename``) when a file cannot be read, ``CaptureError`` when a capture is damaged."""
+    ``ftpdiag report`` and ``ftpdiag replay`` read). A JSON-lines line that is not JSON, and
+    so every line of a text in which no format finds FTP, is skipped with a warning. Raises
+    ``OSError`` (with the path in ``filename``) when a file cannot be read,
+    ``UnicodeDecodeError`` when it is neither text nor a capture, ``CaptureError`` when a
+    capture is damaged."""
     from ftpdiag import importers
 
     records: list[dict[str, Any]] = []
@@ -79,8 +81,10 @@ def read_records(paths: list[str]) -> list[dict[str, Any]]:
             found = importers.read_path(path)
         except CaptureError as exc:
             raise CaptureError(f"{path}: {exc}") from exc
-        if found is None:
-            print(f"ftpdiag: warning: {path}: no FTP commands or replies found", file=sys.stderr)
+        if found is None:  # read as JSON lines: binary junk raises UnicodeDecodeError, as ever
+            data = Path(path).read_bytes()
+            data.decode("utf-8")
+            _bad_json_lines(path, data)
             continue
         fmt, sessions = found
         if fmt.name == "jsonl":

@@ -4,8 +4,8 @@ and a log that does not show the whole session (``log.partial``).
 A client that cannot connect, times out or fails its TLS handshake often leaves no reply to
 explain it: the error text is the only evidence. Errors a server reply already explains (a
 ``530``, a ``550``: kinds ``login`` and ``not_found``), and unclassified errors that follow a
-problem already diagnosed (the client's summary of it), get no diagnosis of their own; a
-``not_found`` after a probe refusal the client then gave up on (curl's SIZE) does.
+problem already diagnosed (the client's summary of it), get no diagnosis of their own (the
+outcome model fails the download of a refused SIZE the client quits on, as live).
 """
 
 from __future__ import annotations
@@ -38,11 +38,8 @@ def client_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[
     kind = str(f.get("kind") or "error")
     if event != "client.error":
         return
-    if kind in ("error", *_EXPLAINED_BY_A_REPLY) and view.diagnoses:
+    if kind in _EXPLAINED_BY_A_REPLY or (kind == "error" and view.diagnoses):
         return  # the client's summary of a refusal the server explained (530, 550)
-    if kind in _EXPLAINED_BY_A_REPLY:  # what the client concluded from a reply not diagnosed
-        yield Finding("client.error", None, {k: f.get(k) for k in ("kind", "message", "source")})
-        return
     ev = {k: f.get(k) for k in ("kind", "message", "source", "channel", "mode", "awaiting")}
     if f.get("channel") == "data":
         if f.get("mode") == "active":

@@ -33,8 +33,8 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "curl_trace.nat": ("curl", [None]),
     "lftp.nat": ("lftp", [None]),
     "curl_v.badpw": ("curl", ["login.failed"]),
-    # curl stops at SIZE's 550, a probe: its own "curl: (78) The file does not exist" says why
-    "curl_v.missing": ("curl", ["client.error"]),
+    # curl stops at SIZE's 550 and quits: its download failed (the live proxy says the same)
+    "curl_v.missing": ("curl", ["file.not_found"]),
     "curl_v.pasv_unreachable": ("curl", ["client.data_failed"]),
     "curl_v.refused": ("curl", ["client.refused"]),
     "curl_v.tls_required": ("curl", ["tls.required"]),
@@ -42,17 +42,17 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "curl_v.tls_untrusted": ("curl", ["client.tls"]),
     "lftp.tls_untrusted": ("lftp", ["client.tls"]),
     "curl_trace.badpw": ("curl", ["login.failed"]),
-    "curl_trace.missing": ("curl", ["client.error"]),
+    "curl_trace.missing": ("curl", ["file.not_found"]),
     "curl_trace.pasv_unreachable": ("curl", ["client.data_failed"]),
     "curl_trace.refused": ("curl", ["client.refused"]),
     "curl_trace.tls_required": ("curl", ["tls.required"]),
     "lftp.badpw": ("lftp", ["login.failed"]),
     "curl_v.vsftpd.badpw": ("curl", ["login.failed"]),
-    "curl_v.vsftpd.missing": ("curl", ["client.error"]),  # "550 Could not get file size."
+    "curl_v.vsftpd.missing": ("curl", ["file.not_found"]),  # "550 Could not get file size."
     "curl_v.proftpd.badpw": ("curl", ["login.failed"]),
-    "curl_v.proftpd.missing": ("curl", ["client.error"]),
+    "curl_v.proftpd.missing": ("curl", ["file.not_found"]),
     "curl_v.pureftpd.badpw": ("curl", ["login.failed"]),
-    "curl_v.pureftpd.missing": ("curl", ["client.error"]),
+    "curl_v.pureftpd.missing": ("curl", ["file.not_found"]),
     "lftp.vsftpd.badpw": ("lftp", ["login.failed"]),
     "lftp.vsftpd.missing": ("lftp", ["file.unavailable"]),
     "lftp.proftpd.badpw": ("lftp", ["login.failed"]),
@@ -100,8 +100,8 @@ EXPECTED: dict[str, tuple[str, list[str | None]]] = {
     "filezilla.it.tls": ("filezilla", ["client.tls"]),
     "filezilla.en.connect_timeout": ("filezilla", ["client.timeout", "client.timeout"]),
     "winscp.timeout": ("winscp", ["client.data_failed"]),
-    # the third session: curl's SIZE probe refused, then QUIT (the log cannot show why)
-    "vsftpd.protocol": ("server", [None, "login.failed", None]),
+    # the third session: curl's SIZE refused, then QUIT: the download failed, as live
+    "vsftpd.protocol": ("server", [None, "login.failed", "file.not_found"]),
     # vsftpd logs nothing of a handshake the client broke off: those sessions just stop
     "vsftpd.tls_required": ("server", [None, None, None, "tls.required"]),
     "vsftpd.badpw": ("server", ["login.failed"]),
