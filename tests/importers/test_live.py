@@ -76,6 +76,7 @@ def _live_root_cause(proxy: ProxyHandle) -> object:
     ("client", "pw", "path", "rule"),
     [
         ("curl", WRONG, "file.bin", "login.failed"),
+        ("curl", PASSWORD, "missing.txt", "file.not_found"),  # curl quits after SIZE's 550
         ("lftp", PASSWORD, "missing.txt", "file.not_found"),
         ("python", WRONG, "file.bin", "login.failed"),
         ("python", PASSWORD, "missing.txt", "file.not_found"),
