@@ -115,6 +115,17 @@ class ConsoleRenderer:
         how = "cleanly" if ev.get("clean") else f"abruptly ({ev.get('detail')})"
         return self.paint(f"⇄ {ev['side']} closed the control connection {how}", "dim")
 
+    def _client_error(self, ev: Mapping[str, Any]) -> str:
+        where = " (data connection)" if ev.get("channel") == "data" else ""
+        return self.paint(f"✗ {ev.get('source')}: {ev.get('message')}{where}", "red")
+
+    def _client_notice(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"⚠ {ev.get('source')}: {ev.get('message')}", "yellow")
+
+    def _log_partial(self, ev: Mapping[str, Any]) -> str:
+        unseen = " and ".join(str(u) for u in ev.get("unseen") or ())
+        return self.paint(f"… the log does not show the session's {unseen}", "dim")
+
     def _proxy_listen(self, ev: Mapping[str, Any]) -> str:
         text = f"ftpdiag listening on {ev['listen']} → upstream {ev['upstream']}"
         if ev.get("sandbox"):

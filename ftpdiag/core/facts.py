@@ -337,6 +337,33 @@ FACTS: tuple[FactSpec, ...] = (
         ("address",),
         "active mode toward an address that is not loopback: the replay refused (425)",
     ),
+    # ---- logs people have, imported by ``ftpdiag analyze`` (``importers/``) -------------
+    FactSpec(
+        "client.error",
+        ("kind", "message", "source", "channel", "mode", "awaiting", "logged_in"),
+        "imported logs only: an error the client reported itself; `kind`"
+        " `timeout`/`refused`/`dns`/`unreachable`/`tls`/`reset`/`closed`/`login`/`not_found`/"
+        "`error`, `message` the client's words, `source` (`curl (7)`, `filezilla`, `lftp`,"
+        " `python` …), `channel` `control`/`data`, `awaiting` the command left unanswered",
+    ),
+    FactSpec(
+        "client.notice",
+        ("kind", "message", "source"),
+        "imported logs only: a server problem the client noticed and worked around (`kind`"
+        " `pasv_address`: it did not use the address of the PASV reply)",
+    ),
+    FactSpec(
+        "log.partial",
+        ("unseen", "awaiting"),
+        "imported logs only: `unseen` what the log does not show (`start`: it begins after the"
+        " greeting; `end`: it stops before the session ended); `awaiting` the last command"
+        " shown without a reply, if any",
+    ),
+    FactSpec(
+        "analyze.input",
+        ("input", "path", "sessions"),
+        "`ftpdiag analyze --format json` only, first: `input` the detected format",
+    ),
     # ---- the HTML report (``--report-dir``) ---------------------------------------------
     FactSpec("report.written", ("path",), "`--report-dir` wrote the session's HTML report"),
     FactSpec(

@@ -17,6 +17,7 @@ from typing import Any
 
 from ftpdiag.core.addresses import is_unroutable
 from ftpdiag.core.transfers import TRANSFER_VERBS, UPLOAD_VERBS
+from ftpdiag.rules.client_checks import CLIENT_CHECKS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
 from ftpdiag.rules.server_messages import SERVER_MESSAGE_CHECKS
@@ -521,5 +522,6 @@ CHECKS: tuple[Check, ...] = (
     timing,
     upstream,
     *TLS_CHECKS,
+    *CLIENT_CHECKS,
 )
 FALLBACK: Check = catalog_fallback
