@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
 from ftpdiag.rules.engine import Diagnoser
 
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         lines = Path(args.log).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+        message = label("cli.cannot_read", path=args.log, reason=exc.strerror)
+        print(error_line(message), file=sys.stderr)
         return 2
     records = []
     for number, line in enumerate(lines, 1):
@@ -45,21 +47,23 @@ def run(args: argparse.Namespace) -> int:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            print(f"ftpdiag: warning: {args.log}:{number} is not JSON; skipped", file=sys.stderr)
-    results = analyze_records(records, args.lang or "en")
+            warning = label("cli.not_json", path=args.log, line=number)
+            print(label("cli.warning", message=warning), file=sys.stderr)
+    lang = resolve(args.lang)
+    results = analyze_records(records, lang)
     if args.format == "json":
         for result in results:
             print(json.dumps(result, ensure_ascii=False))
     else:
-        render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
+        render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True, lang=lang)
         for result in results:
             print(render(result))
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("analyze", help="diagnose a saved JSON-lines log offline")
-    p.add_argument("log", help="a file written with --log-file")
-    p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--lang", choices=("en", "vi"))
+    p = sub.add_parser("analyze", help=label("help.analyze"), description=label("help.analyze"))
+    p.add_argument("log", help=label("help.analyze_log"))
+    p.add_argument("--format", choices=("text", "json"), default="text", help=label("help.format"))
+    add_lang_argument(p)
     p.set_defaults(func=run)

@@ -11,6 +11,8 @@ import textwrap
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from ftpdiag.i18n import FALLBACK, labels
+
 WIDTH = 100
 INDENT = " " * 15
 _RESET = "\x1b[0m"
@@ -35,11 +37,29 @@ def _human_bytes(n: float) -> str:
 
 
 class ConsoleRenderer:
-    """Renders an event dict to coloured (or plain) text lines."""
+    """Renders an event dict to coloured (or plain) text lines, labels in ``lang``.
 
-    def __init__(self, color: bool = True, verbose: bool = False) -> None:
+    Values the log carries in English (sides, modes, severities, close reasons) are shown in
+    the chosen language when the labels know them, as they are otherwise."""
+
+    def __init__(self, color: bool = True, verbose: bool = False, lang: str = FALLBACK) -> None:
         self.color = color
         self.verbose = verbose
+        self.lang = lang
+        self._labels = labels(lang)
+
+    def label(self, key: str, **values: Any) -> str:
+        """The text of ``key`` (``console.…`` by default) in the renderer's language."""
+        template = self._labels[key if "." in key else f"console.{key}"]
+        return template.format(**values) if values else template
+
+    def word(self, table: str, value: object) -> str:
+        """A logged value (``side``, ``mode``, ``severity``, ``reason``) in words."""
+        return self._labels.get(f"{table}.{value}", str(value))
+
+    def count(self, key: str, n: object) -> str:
+        """``1 command``/``2 commands``: the singular form where the language has one."""
+        return self.label(f"{key}_one" if n == 1 else key, n=n)
 
     def paint(self, text: str, style: str) -> str:
         return f"{_STYLES[style]}{text}{_RESET}" if self.color else text
@@ -58,7 +78,7 @@ class ConsoleRenderer:
 
     # ---- one method per event ------------------------------------------------------
     def _session_open(self, ev: Mapping[str, Any]) -> str:
-        return f"⇄ session open   client {ev['client']} → upstream {ev['upstream']}"
+        return self.label("session_open", client=ev["client"], upstream=ev["upstream"])
 
     def _command(self, ev: Mapping[str, Any]) -> str:
         arg = f" {ev['arg']}" if ev.get("arg") else ""
@@ -78,7 +98,7 @@ class ConsoleRenderer:
 
     def _proxy_reply(self, ev: Mapping[str, Any]) -> str:
         return self.paint(f"⇠ {ev['code']} {ev['text']}", "yellow") + self.paint(
-            "  (from ftpdiag)", "dim"
+            "  " + self.label("from_ftpdiag"), "dim"
         )
 
     def _diagnosis(self, ev: Mapping[str, Any]) -> str:
@@ -93,32 +113,36 @@ class ConsoleRenderer:
         if ev.get("explanation"):
             parts.append(wrap.fill(str(ev["explanation"])))
         if ev.get("remedy") and ev.get("severity") != "info":
-            parts.append(wrap.fill("Fix: " + str(ev["remedy"])))
+            parts.append(wrap.fill(self.label("fix", remedy=ev["remedy"])))
         return "\n".join(parts)
 
     def _control_closed(self, ev: Mapping[str, Any]) -> str:
-        how = "cleanly" if ev.get("clean") else f"abruptly ({ev.get('detail')})"
-        return self.paint(f"⇄ {ev['side']} closed the control connection {how}", "dim")
+        how = (
+            self.label("cleanly")
+            if ev.get("clean")
+            else self.label("abruptly", detail=ev.get("detail"))
+        )
+        side = self.word("side", ev["side"])
+        return self.paint(self.label("control_closed", side=side, how=how), "dim")
 
     def _proxy_listen(self, ev: Mapping[str, Any]) -> str:
-        text = f"ftpdiag listening on {ev['listen']} → upstream {ev['upstream']}"
+        text = self.label("listening", listen=ev["listen"], upstream=ev["upstream"])
         if ev.get("sandbox"):
-            text += (
-                f"\n{INDENT}built-in sandbox server: user {ev['user']},"
-                f" password {ev['sandbox_password']},"
-                f" anonymous allowed\n{INDENT}try: {ev['try_cmd']}"
-            )
+            sandbox = self.label("sandbox", user=ev["user"], password=ev["sandbox_password"])
+            text += f"\n{INDENT}{sandbox}\n{INDENT}" + self.label("try", command=ev["try_cmd"])
         return self.paint(text, "bold")
 
     def _transfer_start(self, ev: Mapping[str, Any]) -> str:
         arrow = "⇣" if ev.get("direction") == "download" else "⇡"
         mode = ev.get("mode") or {}
-        return f"{arrow} {ev['command']} {ev.get('path', '')}  " + self.paint(
-            f"(client {mode.get('client')}, server {mode.get('server')}, TYPE {ev.get('type')}"
-            + (f", REST {ev['rest']}" if ev.get("rest") else "")
-            + ")",
-            "dim",
+        detail = self.label(
+            "transfer_mode",
+            client=self.word("mode", mode.get("client")),
+            server=self.word("mode", mode.get("server")),
+            type=ev.get("type"),
+            rest=f", REST {ev['rest']}" if ev.get("rest") else "",
         )
+        return f"{arrow} {ev['command']} {ev.get('path', '')}  " + self.paint(detail, "dim")
 
     def _transfer_progress(self, ev: Mapping[str, Any]) -> str:
         rate = float(ev.get("rate_mbps") or 0) / 8
@@ -131,29 +155,45 @@ class ConsoleRenderer:
     def _transfer_end(self, ev: Mapping[str, Any]) -> str:
         ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
         rate = float(ev.get("rate_mbps") or 0) / 8
-        text = (
-            f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}"
-            f"  {_human_bytes(int(ev['bytes']))}"
-            f" in {ev['duration_ms']:.0f} ms  {rate:.1f} MB/s  outcome {ev['outcome']}"
+        text = self.label(
+            "transfer_end",
+            mark="✓" if ok else "✗",
+            command=ev["command"],
+            path=ev.get("path", ""),
+            size=_human_bytes(int(ev["bytes"])),
+            ms=f"{ev['duration_ms']:.0f}",
+            rate=f"{rate:.1f}",
+            outcome=ev["outcome"],
         )
         return self.paint(text, "green" if ok else "red")
 
     def _session_close(self, ev: Mapping[str, Any]) -> str:
         seconds = float(ev.get("duration_ms") or 0) / 1000
-        return (
-            f"⇄ session closed  {seconds:.1f} s · {ev.get('commands')} commands · "
-            f"{ev.get('transfers')} transfers ({_human_bytes(int(ev.get('bytes') or 0))})"
-            f" · {ev.get('reason')}"
+        return self.label(
+            "session_closed",
+            seconds=f"{seconds:.1f}",
+            commands=self.count("commands", ev.get("commands")),
+            transfers=self.count("transfers", ev.get("transfers")),
+            size=_human_bytes(int(ev.get("bytes") or 0)),
+            reason=self.word("reason", ev.get("reason")),
         )
 
     def _session_summary(self, ev: Mapping[str, Any]) -> str:
         cause = ev.get("root_cause")
         if not cause:
-            return INDENT + self.paint("No problems found in this session.", "green")
+            return INDENT + self.paint(self.label("no_problems"), "green")
         wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
-        lines = [self.paint(f"Most likely cause: {cause['title']}", "bold")]
+        lines = [self.paint(self.label("most_likely", title=cause["title"]), "bold")]
         others = ev.get("diagnoses", [])[1:4]
-        lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
+        lines += [
+            self.label(
+                "also",
+                severity=self.word("severity", d["severity"]),
+                rule=d["rule"],
+                title=d["title"],
+            )
+            for d in others
+        ]
         return "\n".join(wrap.fill(line) for line in lines)
 
     def _generic(self, ev: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
+from ftpdiag.i18n import label
 
 EventDict = MutableMapping[str, Any]
 DEBUG_EVENTS = frozenset(
@@ -83,7 +84,8 @@ class Sink:
             self.broken = True
             with contextlib.suppress(OSError, ValueError):
                 name = getattr(self.stream, "name", "log")
-                sys.stderr.write(f"ftpdiag: warning: cannot write to {name}: {exc}; log stopped\n")
+                warning = label("cli.cannot_write", name=name, reason=exc)
+                sys.stderr.write(label("cli.warning", message=warning) + "\n")
 
 
 MAX_FIELD = 4096
@@ -155,8 +157,10 @@ def configure(
     log_file: TextIO | None = None,
     verbosity: int = 0,
     color: bool | None = None,
+    lang: str = "en",
 ) -> None:
-    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose."""
+    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose;
+    ``lang`` is the language of the console's labels (the JSON lines keep their field names)."""
     sinks: list[Sink] = []
     if console is not None:
         console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -166,7 +170,9 @@ def configure(
             use_color = console.isatty() if color is None else color
             sinks.append(
                 Sink(
-                    console, ConsoleRenderer(color=use_color, verbose=verbosity > 0), console_level
+                    console,
+                    ConsoleRenderer(color=use_color, verbose=verbosity > 0, lang=lang),
+                    console_level,
                 )
             )
     if log_file is not None:
