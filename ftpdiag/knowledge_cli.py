@@ -238,8 +238,13 @@ def _references(catalog: Catalog, exp: Explanation) -> list[str]:
     """The references, plus the non-standard marker for known codes no RFC defines."""
     refs = list(exp.references)
     if exp.known and not exp.standard:
-        refs.append(f"[{catalog.nonstandard_title}]")
+        refs.append(f"[{_nonstandard(catalog, exp.code)}]")
     return refs
+
+
+def _nonstandard(catalog: Catalog, code: int) -> str:
+    """What marks a code no RFC defines: a Winsock error outside 100..699, else "non-standard"."""
+    return catalog.nonstandard_marker if 100 <= code <= 699 else catalog.nonstandard_title
 
 
 def _explain_text(catalog: Catalog, exp: Explanation) -> str:
@@ -440,8 +445,11 @@ def run_codes(args: argparse.Namespace) -> int:
         first = first.ljust(code_w + 1 + class_w)
         for line in _wrap(exp.title, indent=" " * (code_w + 1 + class_w), first=first):
             print(line)
-    if any(not exp.standard for exp in selected):
-        print(f"\n* {catalog.nonstandard_title}")
+    markers = dict.fromkeys(_nonstandard(catalog, exp.code) for exp in selected if not exp.standard)
+    if markers:
+        print()
+        for marker in markers:
+            print(f"* {marker}")
     return 0
 
 

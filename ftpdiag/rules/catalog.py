@@ -185,8 +185,14 @@ class Catalog:
         )
         self.next = _string_table(tables["class_next"], CLASS_KEYS, f"{source}: [meta.class_next]")
         self.groups = _string_table(tables["groups"], GROUP_KEYS, f"{source}: [meta.groups]")
-        self.nonstandard_title = _require_str(
-            tables["nonstandard"], "title", f"{source}: [meta.nonstandard]"
+        nonstandard, where = tables["nonstandard"], f"{source}: [meta.nonstandard]"
+        self.nonstandard_title = _require_str(nonstandard, "title", where)
+        # The marker of a code in 100..699 that no RFC defines (231, 430 …); the title is the
+        # class label of the Winsock codes outside that range.
+        self.nonstandard_marker = (
+            _require_str(nonstandard, "marker", where)
+            if "marker" in nonstandard
+            else self.nonstandard_title
         )
         generic = _string_table(tables["generic"], PROSE_FIELDS, f"{source}: [meta.generic]")
         for field, template in generic.items():
