@@ -13,7 +13,15 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
 from ftpdiag.core.config import SessionConfig
-from ftpdiag.i18n import add_lang_argument, error_line, label, lang_from_argv, resolve, use
+from ftpdiag.i18n import (
+    add_lang_argument,
+    argparse_message,
+    error_line,
+    label,
+    lang_from_argv,
+    resolve,
+    use,
+)
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
@@ -25,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments give one line on stderr and exit status 2, never a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, error_line(message) + "\n")
+        self.exit(2, error_line(argparse_message(message)) + "\n")
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -70,6 +71,26 @@ def label(key: str, lang: str | None = None, **values: Any) -> str:
 def error_line(message: str, lang: str | None = None) -> str:
     """``ftpdiag: error: …`` (``ftpdiag: lỗi: …``): how ftpdiag reports its own errors."""
     return label("cli.error", lang, message=message)
+
+
+@cache
+def _pattern(template: str) -> re.Pattern[str]:
+    """A regular expression matching what ``template`` renders, one group per field."""
+    escaped = re.escape(template)
+    return re.compile(re.sub(r"\\\{([a-z_]+)\\\}", r"(?P<\1>.+?)", escaped), re.DOTALL)
+
+
+def argparse_message(message: str, lang: str | None = None) -> str:
+    """argparse's own (English) error message in ``lang``: matched against the English
+    ``[argparse]`` labels and said again with the language's; an unknown one stays as it is."""
+    for key, template in labels(FALLBACK).items():
+        match = _pattern(template).fullmatch(message) if key.startswith("argparse.") else None
+        if match:
+            values = match.groupdict()
+            if "message" in values:
+                values["message"] = argparse_message(values["message"], lang)
+            return label(key, lang, **values)
+    return message
 
 
 def lang_from_argv(argv: Sequence[str]) -> str | None:
