@@ -15,11 +15,11 @@ from ftpdiag import __version__
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.i18n import (
     add_lang_argument,
-    argparse_message,
     error_line,
     label,
     lang_from_argv,
     resolve,
+    reword,
     use,
 )
 
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments give one line on stderr and exit status 2, never a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, error_line(argparse_message(message)) + "\n")
+        self.exit(2, error_line(reword("argparse", message)) + "\n")
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from ftpdiag.i18n import FALLBACK, labels
+from ftpdiag.i18n import FALLBACK, labels, reword
 
 WIDTH = 100
 INDENT = " " * 15
@@ -131,6 +131,41 @@ class ConsoleRenderer:
             sandbox = self.label("sandbox", user=ev["user"], password=ev["sandbox_password"])
             text += f"\n{INDENT}{sandbox}\n{INDENT}" + self.label("try", command=ev["try_cmd"])
         return self.paint(text, "bold")
+
+    def _proxy_exposed(self, ev: Mapping[str, Any]) -> str:
+        text = (
+            self.label("exposed", listen=ev["listen"]) + f"\n{INDENT}" + self.label("exposed_fix")
+        )
+        return self.paint(text, "yellow")
+
+    def _access_refused(self, ev: Mapping[str, Any]) -> str:
+        reason = reword("refusal", str(ev["reason"]), self.lang)
+        return self.paint(self.label("refused", client=ev["client"], reason=reason), "yellow")
+
+    def _tls_ca(self, ev: Mapping[str, Any]) -> str:
+        ca = ev["ca"]
+        state = self.label("ca_created" if ev.get("created") else "ca_uses")
+        text = (
+            self.label("tls_ca", state=state, ca=ca)
+            + f"\n{INDENT}"
+            + self.label("tls_ca_trust", ca=ca)
+        )
+        return self.paint(text, "dim")
+
+    def _tls_insecure(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(self.label("insecure", upstream=ev["upstream"]), "yellow")
+
+    def _proxy_internal_error(self, ev: Mapping[str, Any]) -> str:
+        message = f": {ev['message']}" if ev.get("message") else ""
+        victim = self.label("internal_victim") if ev.get("session") else ""
+        text = self.label(
+            "internal_error",
+            error=ev["error"],
+            message=message,
+            where=ev.get("where"),
+            victim=victim,
+        )
+        return self.paint(text, "red")
 
     def _transfer_start(self, ev: Mapping[str, Any]) -> str:
         arrow = "⇣" if ev.get("direction") == "download" else "⇡"

@@ -80,17 +80,18 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{([a-z_]+)\\\}", r"(?P<\1>.+?)", escaped), re.DOTALL)
 
 
-def argparse_message(message: str, lang: str | None = None) -> str:
-    """argparse's own (English) error message in ``lang``: matched against the English
-    ``[argparse]`` labels and said again with the language's; an unknown one stays as it is."""
+def reword(section: str, text: str, lang: str | None = None) -> str:
+    """An English message someone else wrote (argparse's errors, the proxy's logged refusal
+    reasons) in ``lang``: matched against the English templates of ``[section]`` and said again
+    with the language's; a nested ``{message}`` is reworded too; unknown text stays as it is."""
     for key, template in labels(FALLBACK).items():
-        match = _pattern(template).fullmatch(message) if key.startswith("argparse.") else None
+        match = _pattern(template).fullmatch(text) if key.startswith(section + ".") else None
         if match:
             values = match.groupdict()
             if "message" in values:
-                values["message"] = argparse_message(values["message"], lang)
+                values["message"] = reword(section, values["message"], lang)
             return label(key, lang, **values)
-    return message
+    return text
 
 
 def lang_from_argv(argv: Sequence[str]) -> str | None:

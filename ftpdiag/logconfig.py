@@ -40,6 +40,8 @@ _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 
 
 WARNING_EVENTS = frozenset({"proxy.exposed", "tls.insecure", "proxy.internal_error"})
+#: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
+JSON_ONLY_FIELDS = frozenset({"traceback"})
 
 
 def level_of(event: str, fields: dict[str, Any]) -> str:
@@ -68,10 +70,13 @@ class Sink:
     render: Callable[[EventDict], str]
     min_level: int
     broken: bool = False
+    hidden: frozenset[str] = frozenset()
 
     def write(self, level: int, event_dict: EventDict) -> None:
         if level < self.min_level or self.broken:
             return
+        if not self.hidden.isdisjoint(event_dict):
+            event_dict = {k: v for k, v in event_dict.items() if k not in self.hidden}
         text = self.render(event_dict)
         if not text:
             return
@@ -168,13 +173,8 @@ def configure(
             sinks.append(Sink(console, render_json, console_level))
         else:
             use_color = console.isatty() if color is None else color
-            sinks.append(
-                Sink(
-                    console,
-                    ConsoleRenderer(color=use_color, verbose=verbosity > 0, lang=lang),
-                    console_level,
-                )
-            )
+            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0, lang=lang)
+            sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))
     structlog.configure(

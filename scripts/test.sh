@@ -15,7 +15,10 @@
 #      whose servers are missing are skipped (or fail when CI is set).
 #   2. `pip install -e '.[test]'` (into ./.venv when the interpreter is externally managed,
 #      as Debian's /usr/bin/python3 is).
-#   3. `python -m pytest "$@"`, exiting with pytest's status.
+#   3. `python -m pytest "$@"`, exiting with pytest's status. The suite includes the product
+#      as a user installs it (tests/test_install.py): the sdist and wheel built from the
+#      tracked files, the wheel installed (not editable) into a fresh venv with a fresh HOME,
+#      and its commands and `ftpdiag proxy` run from another directory with ftplib, curl, lftp.
 #
 # Environment: PYTHON=interpreter to use (default: python, else python3).
 set -euo pipefail

@@ -341,17 +341,23 @@ def _console(lang: str) -> str:
 
 
 def _english_fragments() -> set[str]:
-    """The words of the English console labels (their text outside {fields})."""
-    fragments = set()
+    """The words of the English console labels (their text outside {fields}) that the
+    Vietnamese labels do not share."""
+    vi = i18n.labels("vi")
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[A-Za-z]{4,}", _PLACEHOLDER.sub(" ", text)))
+
+    fragments: set[str] = set()
     for key, text in i18n.labels("en").items():
         if key.split(".")[0] in ("console", "side", "mode", "severity", "reason", "words"):
-            fragments |= {w for w in re.findall(r"[A-Za-z]{4,}", _PLACEHOLDER.sub(" ", text))}
+            fragments |= words(text) - words(vi[key])  # what both say (curl, CIDR) is technical
     return fragments - TECHNICAL
 
 
 def _label_words(lines: list[str]) -> set[str]:
-    """The words of rendered lines, rule ids (``reply.explained``) and URLs left out."""
-    text = re.sub(r"\S*[a-z]\.[a-z]\S*", " ", "\n".join(lines))
+    """The words of rendered lines; rule ids (``reply.explained``), URLs and options left out."""
+    text = re.sub(r"\S*[a-z]\.[a-z]\S*|--[\w-]+", " ", "\n".join(lines))
     return set(re.findall(r"[A-Za-z]{4,}", text))
 
 
@@ -470,11 +476,33 @@ def test_lang_from_argv() -> None:
     assert i18n.lang_from_argv(["demo"]) is None
 
 
-def test_package_data_lists_every_data_file() -> None:
-    """Every TOML file the package reads is listed in [tool.setuptools.package-data]."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-    globs = config["tool"]["setuptools"]["package-data"]["ftpdiag"]
-    package = ROOT / "ftpdiag"
-    for path in package.rglob("*.toml"):
-        relative = path.relative_to(package)
-        assert any(relative.match(glob) for glob in globs), relative
+PROXY_WIDE: list[dict[str, Any]] = [
+    {"event": "tls.ca", "ca": "cfg/ca.pem", "created": True, "hint": "…"},
+    {"event": "tls.ca", "ca": "cfg/ca.pem", "created": False, "hint": "…"},
+    {"event": "proxy.exposed", "listen": "0.0.0.0:2121", "hint": "…"},
+    {"event": "access.refused", "client": "10.1.2.3:4000",
+     "reason": "client 10.1.2.3 is not allowed (see --allow-client)"},
+    {"event": "access.refused", "client": "10.1.2.3:4000",
+     "reason": "too many sessions from 10.1.2.3 (2, see --max-sessions-per-client)"},
+    {"event": "tls.insecure", "upstream": "127.0.0.1"},
+    {"event": "proxy.internal_error", "session": "ab12", "error": "KeyError", "message": "'x'",
+     "where": "ftpdiag.proxy.control:9 in feed"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("record", PROXY_WIDE, ids=lambda r: str(r["event"]))
+def test_proxy_wide_records_in_vietnamese(record: dict[str, Any]) -> None:
+    """The console forms of proxy-wide records (and the refusal reasons the proxy logs in
+    English) read in Vietnamese, with no English label word."""
+    text = ConsoleRenderer(color=False, lang="vi")(dict(record))
+    assert _VIETNAMESE.search(text), text
+    assert _label_words([text]) & _english_fragments() == set(), text
+    assert not english_left(text), english_left(text)
+
+
+def test_unknown_refusal_reason_stays_as_logged() -> None:
+    """A reason no template knows is shown as the proxy logged it rather than dropped."""
+    assert i18n.reword("refusal", "some new reason", "vi") == "some new reason"
+    assert i18n.reword("refusal", "too many sessions (3, see --max-sessions)", "vi") == (
+        "quá nhiều phiên (3, xem --max-sessions)"
+    )

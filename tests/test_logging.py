@@ -66,6 +66,42 @@ def test_console_shows_the_diagnosis_indented_under_its_reply(
     assert all(len(line) <= 100 for line in lines)
 
 
+PROXY_WIDE = [
+    {"event": "tls.ca", "ca": "cfg/ftpdiag/ca.pem", "created": True, "hint": "trust it"},
+    {"event": "proxy.exposed", "listen": "0.0.0.0:2121", "hint": "beyond loopback"},
+    {"event": "access.refused", "client": "10.1.2.3:4000", "reason": "not in --allow-client"},
+    {"event": "tls.insecure", "upstream": "127.0.0.1"},
+    {
+        "event": "proxy.internal_error",
+        "session": "ab12",
+        "error": "KeyError",
+        "message": "'x'",
+        "where": "ftpdiag.proxy.control:9 in feed",
+        "traceback": "Traceback (most recent call last)",
+    },
+]
+
+
+@pytest.mark.parametrize("record", PROXY_WIDE, ids=[r["event"] for r in PROXY_WIDE])
+def test_proxy_wide_records_read_as_sentences_on_the_console(
+    streams: tuple[io.StringIO, io.StringIO], record: dict[str, object]
+) -> None:
+    """Records a person meets on the first run are sentences, not ``key=value`` pairs; the
+    traceback of an internal error stays in the JSON log."""
+    console, log_file = streams
+    emit(str(record["event"]), {k: v for k, v in record.items() if k != "event"})
+    text = console.getvalue()
+    assert "=" not in text and text.strip()
+    assert "Traceback" not in text
+    assert (
+        "traceback" in json.loads(log_file.getvalue()) or record["event"] != "proxy.internal_error"
+    )
+    if record["event"] == "tls.ca":
+        assert "curl --cacert cfg/ftpdiag/ca.pem" in text
+    if record["event"] == "proxy.internal_error":
+        assert "please report" in text and "--log-file" in text
+
+
 def test_json_lines_carry_the_documented_fields(streams: tuple[io.StringIO, io.StringIO]) -> None:
     """Each record is one JSON object with event, session, timestamp (UTC ISO 8601) and level."""
     _, log_file = streams
@@ -86,7 +122,8 @@ def test_json_lines_carry_the_documented_fields(streams: tuple[io.StringIO, io.S
 def test_json_keeps_integers_beyond_64_bits() -> None:
     """orjson refuses them; the record is still written, by the standard library."""
     assert json.loads(render_json({"event": "transfer.start", "rest": 10**30})) == {
-        "event": "transfer.start", "rest": 10**30,
+        "event": "transfer.start",
+        "rest": 10**30,
     }
 
 
@@ -181,8 +218,8 @@ def test_non_utf8_bytes_are_relayed_untouched(ftpdiag_proxy) -> None:  # type: i
 
 def test_twisted_failures_become_internal_errors_and_its_chatter_is_dropped() -> None:
     """Once the proxy took over Twisted's log, a failure Twisted reports is one
-    ``proxy.internal_error`` (type and namespace, never the message, which might quote
-    input), informational events are dropped, and nothing is kept in Twisted's buffer."""
+    ``proxy.internal_error`` (type, message with secrets scrubbed, innermost frame and
+    traceback), informational events are dropped, and nothing is kept in Twisted's buffer."""
     from twisted.logger import Logger, globalLogBeginner
     from twisted.python.failure import Failure
 
@@ -198,10 +235,16 @@ def test_twisted_failures_become_internal_errors_and_its_chatter_is_dropped() ->
             logger.failure("callback failed", Failure())
         logger.info("Starting factory {factory!r}", factory=object())
         logger.error("plain error")
-    assert logs == [
-        {"event": "proxy.internal_error", "error": "ValueError", "where": "ftpdiag.proxy.glue",
-         "log_level": "warning"},
-        {"event": "proxy.internal_error", "error": "error", "where": "ftpdiag.proxy.glue",
-         "log_level": "warning"},
-    ]
+    failure, plain = logs
+    assert failure["event"] == plain["event"] == "proxy.internal_error"
+    assert (failure["error"], failure["message"]) == ("ValueError", "PASS ****")
+    assert failure["where"].startswith("tests.test_logging:")
+    assert "ValueError: PASS ****" in failure["traceback"] and "hunter2" not in str(failure)
+    assert plain == {
+        "event": "proxy.internal_error",
+        "error": "error",
+        "message": "",
+        "where": "ftpdiag.proxy.glue",
+        "log_level": "warning",
+    }
     assert globalLogBeginner._temporaryObserver is None  # the in-memory buffer is gone

@@ -9,12 +9,25 @@ the reply there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ftpdiag.core.framing import line_text
 
 SECRET_VERBS = frozenset({"PASS", "ACCT"})
 REDACTED = "****"
+# "PASS secret" anywhere in a text (a quoted command line, a message), up to the end of the
+# line or a quote; and the password of a URL's user information (ftp://user:secret@host).
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(PASS|ACCT)([ \t]+)[^\r\n'\"\\]+")
+_SECRET_IN_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every PASS/ACCT argument and URL password replaced by ``****``: for
+    free text that may quote input (an exception's message, a pasted log), where the
+    structured redaction of ``Command`` cannot reach."""
+    text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _SECRET_IN_URL.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
 
 
 @dataclass(frozen=True, slots=True)

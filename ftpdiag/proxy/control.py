@@ -55,6 +55,7 @@ from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.immediate import ImmediateSender
+from ftpdiag.proxy.internal import describe
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -93,14 +94,6 @@ def _tune_control_socket(transport: Any) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         handle().setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
-
-
-def _where(exc: BaseException) -> str:
-    """File and line of an internal error, without its message (which might quote input)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{tb.tb_lineno}" if tb else "?"
 
 
 @implementer(IHandshakeListener)
@@ -175,11 +168,18 @@ class ClientControl(ImmediateSender):
         self.handshaking = False
         self.blind = False
         self._closing = False
+        self._failed = False  # an internal error ended the session: later events are dropped
         self.blind_bytes: list[int] | None = [0, 0]  # to client, to server
         self.upstream_session: Any = None  # the newest TLS session with the server
 
     # ---- Twisted callbacks -------------------------------------------------------------
     def connectionMade(self) -> None:
+        try:
+            self._start()
+        except Exception as exc:  # a bug must cost one session, never the proxy
+            self._internal_error(exc)
+
+    def _start(self) -> None:
         _tune_control_socket(self.transport)
         peer, host = self.transport.getPeer(), self.transport.getHost()  # type: ignore[union-attr]
         settings = self.factory.settings
@@ -235,7 +235,7 @@ class ClientControl(ImmediateSender):
 
     # ---- upstream --------------------------------------------------------------------------
     def _upstream_up(self, server: ServerControl) -> None:
-        if self.session is None or self.session.closed:
+        if self._failed or self.session is None or self.session.closed:
             server.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.server = server
@@ -249,6 +249,8 @@ class ClientControl(ImmediateSender):
 
     # ---- the event loop of one session ----------------------------------------------------
     def feed(self, event: Input) -> None:
+        if self._failed:
+            return
         self._inbox.append(event)
         if self._busy:
             return
@@ -258,15 +260,22 @@ class ClientControl(ImmediateSender):
                 assert self.session is not None
                 self._execute(self.session.handle(self._inbox.popleft()))
         except Exception as exc:  # a bug must cost one session, never the proxy
-            self._inbox.clear()
-            self.factory.sink(
-                "proxy.internal_error",
-                {"session": self.sid, "error": type(exc).__name__, "where": _where(exc)},
-            )
-            self.transport.write(b"421 ftpdiag: internal error; closing this session.\r\n")  # type: ignore[union-attr]
-            self._teardown()
+            self._internal_error(exc)
         finally:
             self._busy = False
+
+    def _internal_error(self, exc: Exception) -> None:
+        """Report the bug once, answer the client ``421`` and close both control connections
+        (and the data pipes) now: a client left waiting for a reply would hang until its own
+        timeout, and lftp would reconnect into the same bug."""
+        self._inbox.clear()
+        if self._failed:
+            return
+        self._failed = True
+        self.factory.sink("proxy.internal_error", {"session": self.sid, **describe(exc)})
+        if self.transport is not None:
+            self.transport.write(b"421 ftpdiag: internal error; closing this session.\r\n")
+        self._teardown()
 
     def _execute(self, outputs: list[Output]) -> None:
         """Carry out one batch of outputs in order, except that its facts are logged and

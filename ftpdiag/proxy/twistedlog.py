@@ -14,6 +14,7 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogBeginner
 from zope.interface import implementer
 
 from ftpdiag.logconfig import emit
+from ftpdiag.proxy.internal import describe
 
 _taken = False
 
@@ -24,9 +25,11 @@ class _Observer:
         failure = event.get("log_failure")
         if failure is None and event.get("log_level") not in (LogLevel.error, LogLevel.critical):
             return
-        error = failure.type.__name__ if failure is not None else "error"
-        where = str(event.get("log_namespace", "?"))
-        emit("proxy.internal_error", {"error": error, "where": where})
+        namespace = str(event.get("log_namespace", "?"))
+        if failure is None or not isinstance(failure.value, BaseException):
+            emit("proxy.internal_error", {"error": "error", "message": "", "where": namespace})
+            return
+        emit("proxy.internal_error", describe(failure.value, failure.getTracebackObject()))
 
 
 def take_over_twisted_log() -> None:

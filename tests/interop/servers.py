@@ -535,10 +535,15 @@ class VsftpdServer(FTPServer):
         (self.anon_root / "pub").mkdir(parents=True)
         (self.anon_root / "welcome.txt").write_bytes(b"ftpdiag vsftpd anonymous area\r\n")
         self.anon_root.chmod(0o555)
+        # vsftpd chdir()s to the anonymous account's home before it chroots to anon_root, so
+        # the account needs a home that exists: Debian's ``ftp`` (/srv/ftp) when the vsftpd
+        # package was installed, else the harness's own user (home ``/``); not ``nobody``,
+        # whose home is /nonexistent ("500 OOPS: cannot change directory").
         try:
-            ftp_username = pwd.getpwnam("ftp").pw_name
+            entry = pwd.getpwnam("ftp")
+            ftp_username = entry.pw_name if os.path.isdir(entry.pw_dir) else USER
         except KeyError:
-            ftp_username = "nobody"
+            ftp_username = USER
         lines = {
             "listen": "YES",
             "listen_ipv6": "NO",
