@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -29,8 +29,35 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, with its own words ("usage:") in the current language."""
+
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None = None,
+    ) -> None:
+        super().add_usage(
+            usage, actions, groups, label("help_words.usage") if prefix is None else prefix
+        )
+
+
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments give one line on stderr and exit status 2, never a usage dump."""
+    """Bad arguments give one line on stderr and exit status 2, never a usage dump; the
+    words argparse adds itself (section titles, -h, usage) are in the current language."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._positionals.title = label("help_words.positionals")
+        self._optionals.title = label("help_words.options")
+        for action in self._actions:
+            if isinstance(action, argparse._HelpAction):
+                action.help = label("help_words.help")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return _Formatter(prog=self.prog)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, error_line(reword("argparse", message)) + "\n")
@@ -231,7 +258,12 @@ def _add_proxy(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ftpdiag", description=label("help.description"))
-    parser.add_argument("--version", action="version", version=f"ftpdiag {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ftpdiag {__version__}",
+        help=label("help_words.version"),
+    )
     sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )

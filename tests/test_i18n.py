@@ -459,6 +459,8 @@ def test_errors_and_help_in_vietnamese(capsys: pytest.CaptureFixture[str]) -> No
         cli.main(["proxy", "--help", "--lang", "vi"])
     help_text = capsys.readouterr().out
     assert "Chạy proxy chẩn đoán." in help_text and "nơi máy khách kết nối tới" in help_text
+    assert help_text.startswith("cách dùng: ftpdiag proxy") and "tùy chọn:" in help_text
+    assert "hiện trợ giúp này rồi thoát" in help_text and "show this help" not in help_text
     i18n.use("en")
 
 
