@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"ftpdiag {__version__}",
         help=label("help_words.version"),
     )
+    add_lang_argument(parser)  # also before the command: ftpdiag --lang vi demo
     sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )
@@ -410,8 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     use(resolve(lang_from_argv(line)))
     parser = build_parser()
     args = parser.parse_args(line)
-    if "lang" in args:
-        args.lang = use(resolve(args.lang))
+    args.lang = use(resolve(args.lang or lang_from_argv(line)))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -470,6 +470,13 @@ def test_errors_in_english_by_default(capsys: pytest.CaptureFixture[str]) -> Non
     assert "ftpdiag: error: invalid reply code 'abc'" in capsys.readouterr().err
 
 
+def test_lang_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ftpdiag --lang vi explain 220`` works like ``ftpdiag explain 220 --lang vi``."""
+    assert cli.main(["--lang", "vi", "explain", "220", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["lang"] == "vi"
+    i18n.use("en")
+
+
 def test_lang_from_argv() -> None:
     """--lang is found before argparse runs, in both spellings; bad values are ignored."""
     assert i18n.lang_from_argv(["demo", "--lang", "vi"]) == "vi"
