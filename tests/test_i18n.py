@@ -135,7 +135,8 @@ def test_rule_files_have_the_same_rules_and_fields() -> None:
     """diagnoses_vi.toml has exactly the rule ids of diagnoses.toml and the same prose fields;
     severity and priority stay in the English source only."""
     en, vi = _rule_file("en")["rule"], _rule_file("vi")["rule"]
-    assert set(vi) == set(en)
+    assert set(en) - set(vi) == set(), "rules to translate in diagnoses_vi.toml"
+    assert set(vi) - set(en) == set(), "rules of diagnoses_vi.toml that diagnoses.toml lacks"
     for rid, spec in en.items():
         prose = {k for k in ("title", "explanation", "remedy") if spec.get(k)}
         assert {k for k in vi[rid] if k != "phrases"} == prose, rid
