@@ -8,8 +8,8 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +21,6 @@ from ftpdiag.rules.catalog import load_catalog
 from ftpdiag.rules.engine import RULE_FILES, Diagnoser, rule_texts, value_words
 from ftpdiag.rules.finding import Finding
 
-ROOT = Path(__file__).parent.parent
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)(?:![rs])?\}")
 _OPTIONAL = re.compile(r"\[[^\[\]]*\]")
 _QUOTED = re.compile(r"'[^']*'|“[^”]*”|\"[^\"]*\"")
@@ -109,6 +108,12 @@ SAMPLES: dict[str, Any] = {
     "head": "AAAA",
     "allowed": "226, 250, 425, 426, 451, 550",
 }
+
+
+@pytest.fixture(autouse=True)
+def _english_afterwards() -> Iterator[None]:
+    """A test that ran ``ftpdiag --lang vi`` leaves the process's current language English."""
+    yield
 
 
 def _rule_file(lang: str) -> dict[str, Any]:
@@ -462,7 +467,6 @@ def test_errors_and_help_in_vietnamese(capsys: pytest.CaptureFixture[str]) -> No
     assert "Chạy proxy chẩn đoán." in help_text and "nơi máy khách kết nối tới" in help_text
     assert help_text.startswith("cách dùng: ftpdiag proxy") and "tùy chọn:" in help_text
     assert "hiện trợ giúp này rồi thoát" in help_text and "show this help" not in help_text
-    i18n.use("en")
 
 
 def test_errors_in_english_by_default(capsys: pytest.CaptureFixture[str]) -> None:
@@ -475,7 +479,6 @@ def test_lang_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     """``ftpdiag --lang vi explain 220`` works like ``ftpdiag explain 220 --lang vi``."""
     assert cli.main(["--lang", "vi", "explain", "220", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["lang"] == "vi"
-    i18n.use("en")
 
 
 def test_lang_from_argv() -> None:
