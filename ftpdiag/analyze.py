@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
+from ftpdiag.capture import CaptureError, capture_sessions, looks_like_capture
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve, reword
 from ftpdiag.rules.engine import Diagnoser
 
 
@@ -35,12 +36,20 @@ def run(args: argparse.Namespace) -> int:
     from ftpdiag.console import ConsoleRenderer
 
     try:
-        lines = Path(args.log).read_text(encoding="utf-8").splitlines()
+        with open(args.log, "rb") as handle:
+            head = handle.read(16)
+        if looks_like_capture(head):  # a packet capture: rebuilt sessions, not JSON lines
+            records = [r for session in capture_sessions(args.log) for r in session]
+            lines = []
+        else:
+            records, lines = [], Path(args.log).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         message = label("cli.cannot_read", path=args.log, reason=exc.strerror)
         print(error_line(message), file=sys.stderr)
         return 2
-    records = []
+    except CaptureError as exc:
+        print(error_line(f"{args.log}: {reword('capture', str(exc))}"), file=sys.stderr)
+        return 2
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

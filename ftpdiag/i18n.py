@@ -74,7 +74,7 @@ def error_line(message: str, lang: str | None = None) -> str:
 
 
 @cache
-def _pattern(template: str) -> re.Pattern[str]:
+def template_pattern(template: str) -> re.Pattern[str]:
     """A regular expression matching what ``template`` renders, one group per field."""
     escaped = re.escape(template)
     return re.compile(re.sub(r"\\\{([a-z_]+)\\\}", r"(?P<\1>.+?)", escaped), re.DOTALL)
@@ -85,7 +85,9 @@ def reword(section: str, text: str, lang: str | None = None) -> str:
     reasons) in ``lang``: matched against the English templates of ``[section]`` and said again
     with the language's; a nested ``{message}`` is reworded too; unknown text stays as it is."""
     for key, template in labels(FALLBACK).items():
-        match = _pattern(template).fullmatch(text) if key.startswith(section + ".") else None
+        match = (
+            template_pattern(template).fullmatch(text) if key.startswith(section + ".") else None
+        )
         if match:
             values = match.groupdict()
             if "message" in values:

@@ -34,7 +34,9 @@ LOG=$DEBS_DIR/setup.log
 export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-APT_PKGS=(curl lftp openssl ca-certificates)
+# tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
+# bench/capture.py compares ftpdiag analyze with (installed without its setuid helper).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)
@@ -159,6 +161,8 @@ else
         [[ " ${installed[*]} " == *" $p "* ]] || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
+        echo "wireshark-common wireshark-common/install-setuid boolean false" |
+            debconf-set-selections 2>>"$LOG" || true
         apt_lists_ready || apt_update || fail "apt-get update"
         apt_retry apt-get install -y -q --no-install-recommends "${missing[@]}" ||
             fail "apt-get install ${missing[*]}"

@@ -28,3 +28,21 @@ def test_bench_quick_pyftpdlib(tmp_path: Path) -> None:
     assert "| pyftpdlib | RETR 4 MiB | passive |" in text
     assert "## Machine" in text and "python -m bench --quick" in text
     assert "FAILED" not in text
+
+
+@pytest.mark.timeout(90)
+def test_bench_capture_quick(tmp_path: Path) -> None:
+    """`python -m bench.capture` on a 4 MiB capture times ftpdiag (and tshark when present)
+    and writes only its own section of the report, keeping the others."""
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n## Command\n\nkept\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.capture", "--size", "4MiB", "--runs", "1",
+         "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=80, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert "## Command\n\nkept\n" in text
+    assert "| loopback, 64 KiB segments: RETR 4 MiB |" in text
+    assert text.count("## Packet captures") == 1

@@ -3,13 +3,15 @@ languages, Vietnamese output without untranslated English, and ``--lang`` on eve
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -519,3 +521,61 @@ def test_unknown_refusal_reason_stays_as_logged() -> None:
     assert i18n.reword("refusal", "too many sessions (3, see --max-sessions)", "vi") == (
         "quá nhiều phiên (3, xem --max-sessions)"
     )
+
+
+def test_logged_values_with_fields_are_said_in_vietnamese() -> None:
+    """A logged value made from a template (``AUTH {arg} accepted …``) reads in Vietnamese
+    with its fields carried over; the record's evidence keeps the logged text."""
+    reason = "AUTH TLS accepted (234): only ciphertext from here on"
+    record = Diagnoser("vi").render(Finding("tls.blind", None, {"reason": reason}), {})
+    assert record["title"].endswith("AUTH TLS được chấp nhận (234): từ đây chỉ còn dữ liệu mã hóa")
+    assert record["evidence"]["reason"] == reason
+
+
+def _messages(path: Path, where: Callable[[ast.AST], bool]) -> list[str]:
+    """The string (or f-string, fields as 7) messages of the nodes ``where`` selects."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if not where(node):
+            continue
+        inside = {id(p) for j in ast.walk(node) if isinstance(j, ast.JoinedStr) for p in j.values}
+        for value in ast.walk(node):
+            if id(value) in inside:
+                continue
+            if isinstance(value, ast.JoinedStr):
+                found.append(
+                    "".join(
+                        str(part.value) if isinstance(part, ast.Constant) else "7"
+                        for part in value.values
+                    )
+                )
+            elif isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.append(value.value)
+    return found
+
+
+def test_messages_of_other_modules_have_vietnamese_words() -> None:
+    """Every packet-capture error and every access refusal reason (written in English by their
+    modules) matches a template of the labels, so the console says it in Vietnamese."""
+    package = Path(cli.__file__).parent
+
+    def raises_capture_error(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Raise)
+            and isinstance(node.exc, ast.Call)
+            and getattr(node.exc.func, "id", None) == "CaptureError"
+        )
+
+    def refusal_return(node: ast.AST) -> bool:
+        return isinstance(node, ast.FunctionDef) and node.name == "refusal"
+
+    capture = _messages(package / "capture" / "pcap.py", raises_capture_error)
+    refusals = [
+        m
+        for m in _messages(package / "proxy" / "access.py", refusal_return)
+        if " " in m and not m.startswith("Why")
+    ]
+    assert capture and refusals
+    for section, messages in (("capture", capture), ("refusal", refusals)):
+        for message in messages:
+            assert i18n.reword(section, message, "vi") != message, (section, message)

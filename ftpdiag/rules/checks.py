@@ -199,11 +199,14 @@ def data_setup_replies(event: str, f: dict[str, Any], view: SessionView) -> Iter
         yield Finding("data.cannot_open_passive", 425, ev)
 
 
-@handles("security.bounce_refused", "security.data_theft_refused")
+@handles("security.bounce_refused", "security.bounce", "security.data_theft_refused")
 def security(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
-    """RFC 2577 §3 (bounce) and §7 (port stealing): refused by the proxy."""
+    """RFC 2577 §3 (bounce) and §7 (port stealing): refused by the proxy, or (a capture)
+    seen on the way to the server."""
     if event == "security.bounce_refused":
         yield Finding("security.bounce", 500, dict(f))
+    elif event == "security.bounce":
+        yield Finding("security.bounce_attempt", None, dict(f))
     elif event == "security.data_theft_refused":
         yield Finding("security.data_theft", None, {k: v for k, v in f.items() if k != "pipe"})
 
@@ -282,6 +285,9 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         and moved != expected
         and f.get("type") != "A"  # TYPE A rewrites line ends: sizes differ legitimately
         and f.get("aborted_by") != "client"  # the client stopped reading on purpose
+        # A data connection whose end nobody saw (a capture without it, or that lost its
+        # last packets) gives no total to compare.
+        and f["server_end"] not in ("unseen", "open")
     ):
         yield Finding("transfer.truncated", outcome, ev)
     elif (

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ftpdiag.i18n import label
+from ftpdiag.i18n import label, template_pattern
 from ftpdiag.rules.catalog import Explanation, load_catalog
 from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS
 from ftpdiag.rules.finding import Finding, by_event
@@ -66,6 +66,19 @@ def value_words(lang: str) -> Mapping[str, Mapping[str, str]]:
     language's file): ``side = "client"`` reads "máy khách" in Vietnamese prose, while the
     record's ``evidence`` keeps the value as logged."""
     return dict(_document(lang).get("values", {})) if lang != "en" else {}
+
+
+def _in_words(words: Mapping[str, str], value: Any) -> Any:
+    """``value`` in the words of ``words`` (an exact entry, or a template entry such as
+    ``"AUTH {arg} accepted (234): …"`` whose fields carry over); unchanged when none fits."""
+    text = str(value)
+    if text in words:
+        return words[text]
+    for english, said in words.items():
+        match = template_pattern(english).fullmatch(text) if "{" in english else None
+        if match:
+            return said.format(**match.groupdict())
+    return value
 
 
 @cache
@@ -161,7 +174,7 @@ class Diagnoser:
             base = self._explain({**context, **finding.context}, finding.code)
         evidence = dict(finding.evidence)
         spoken = value_words(self.lang)
-        values = {k: spoken.get(k, {}).get(str(v), v) for k, v in evidence.items()}
+        values = {k: _in_words(spoken.get(k, {}), v) for k, v in evidence.items()}
         for name, words in text.phrases.items():
             values[f"{name}_text"] = words.get(str(evidence.get(name)))
         unknown = label("words.unknown", self.lang)
