@@ -25,6 +25,7 @@ from ftpdiag.i18n import (
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
+    from ftpdiag.report.collect import ReportSink
 
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
@@ -216,6 +217,12 @@ def _add_proxy(sub: Any) -> None:
         help=label("help.max_sessions_per_client"),
     )
     add_lang_argument(p)
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help=label("help.report_dir"),
+    )
     tls = p.add_argument_group(label("help.tls_group"))
     tls.add_argument(
         "--listen-tls",
@@ -270,21 +277,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
+    from ftpdiag.report import cli as report_cli
 
     knowledge_cli.register(sub)
     analyze.register(sub)
+    report_cli.register(sub)
     demo.register(sub)
     return parser
 
 
-def _configure_logging(args: argparse.Namespace) -> IO[str] | None:
-    from ftpdiag.logconfig import configure
+def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, ReportSink | None]:
+    from ftpdiag.logconfig import configure, emit
+    from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
-    verbosity = -1 if args.quiet else (1 if args.verbose else 0)
-    configure(sys.stderr, fmt, log_file, verbosity=verbosity, lang=args.lang)
-    return log_file
+    reports = None
+    if args.report_dir:
+        reports = ReportSink(args.report_dir, args.lang, emit, background=True)
+    configure(
+        sys.stderr,
+        fmt,
+        log_file,
+        verbosity=-1 if args.quiet else (1 if args.verbose else 0),
+        outputs=[reports] if reports else (),
+        lang=args.lang,
+    )
+    return log_file, reports
 
 
 def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
@@ -329,7 +348,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.upstream import UpstreamConnector
 
     try:
-        log_file = _configure_logging(args)
+        log_file, reports = _configure_logging(args)
     except OSError as exc:
         print(error_line(label("cli.cannot_open_log", reason=exc.strerror)), file=sys.stderr)
         return 2
@@ -398,6 +417,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         sandbox.stop()
         assert tmp is not None
         tmp.cleanup()
+    if reports is not None:
+        reports.finish()  # the reports of the sessions that shutdown closed, and their lines
     if log_file is not None:
         with contextlib.suppress(OSError):  # a full disk was already reported by the sink
             log_file.close()

@@ -231,6 +231,12 @@ class ConsoleRenderer:
         ]
         return "\n".join(wrap.fill(line) for line in lines)
 
+    def _report_written(self, ev: Mapping[str, Any]) -> str:
+        return f"⇄ report written {ev.get('path')}"
+
+    def _report_failed(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
+
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}
         detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)

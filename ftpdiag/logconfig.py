@@ -14,9 +14,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import orjson
 import structlog
@@ -39,7 +39,9 @@ SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
 
 
-WARNING_EVENTS = frozenset({"proxy.exposed", "tls.insecure", "proxy.internal_error"})
+WARNING_EVENTS = frozenset(
+    {"proxy.exposed", "tls.insecure", "proxy.internal_error", "report.failed"}
+)
 #: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
 JSON_ONLY_FIELDS = frozenset({"traceback"})
 
@@ -60,6 +62,15 @@ def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
     for key in _SECRET_KEYS.intersection(event_dict):
         event_dict[key] = "****"
     return event_dict
+
+
+class Output(Protocol):
+    """Anything records fan out to: a ``Sink``, or e.g. the per-session report writer."""
+
+    @property
+    def min_level(self) -> int: ...
+
+    def write(self, level: int, event_dict: EventDict) -> None: ...
 
 
 @dataclass
@@ -146,7 +157,7 @@ _LEVELS = {name.lower(): value for name, value in logging.getLevelNamesMapping()
 
 
 class _Fanout:
-    def __init__(self, sinks: list[Sink]) -> None:
+    def __init__(self, sinks: list[Output]) -> None:
         self.sinks = sinks
 
     def __call__(self, _: Any, method: str, event_dict: EventDict) -> EventDict:
@@ -162,11 +173,13 @@ def configure(
     log_file: TextIO | None = None,
     verbosity: int = 0,
     color: bool | None = None,
+    outputs: Sequence[Output] = (),
     lang: str = "en",
 ) -> None:
-    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose;
-    ``lang`` is the language of the console's labels (the JSON lines keep their field names)."""
-    sinks: list[Sink] = []
+    """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose.
+    ``outputs`` get every record after the console and the file (``--report-dir``); ``lang``
+    is the language of the console's labels (the JSON lines keep their field names)."""
+    sinks: list[Output] = []
     if console is not None:
         console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
         if console_format == "json":
@@ -177,6 +190,7 @@ def configure(
             sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))
+    sinks.extend(outputs)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -35,8 +35,9 @@ export DEBIAN_FRONTEND=noninteractive
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 # tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
-# bench/capture.py compares ftpdiag analyze with (installed without its setuid helper).
-APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark)
+# bench/capture.py compares ftpdiag analyze with (installed without its setuid helper);
+# chromium runs the HTML report's browser tests (tests/test_report_browser.py).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark chromium)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)

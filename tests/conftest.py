@@ -28,6 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a test that takes several seconds (e.g. 200 MB)")
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the browser tests left their screenshots and PDFs."""
+    from tests.browser import ARTEFACTS
+
+    if ARTEFACTS:
+        terminalreporter.section("report artefacts")
+        for path in ARTEFACTS:
+            terminalreporter.write_line(str(path))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_config_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep the proxy's local CA (and anything else it writes to its config directory) out of
