@@ -579,3 +579,16 @@ def test_messages_of_other_modules_have_vietnamese_words() -> None:
     for section, messages in (("capture", capture), ("refusal", refusals)):
         for message in messages:
             assert i18n.reword(section, message, "vi") != message, (section, message)
+
+
+def test_report_and_analyze_errors_in_vietnamese(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report`` and ``analyze`` say a missing input in the chosen language."""
+    missing = str(tmp_path / "missing.jsonl")
+    assert cli.main(["report", missing, "-o", str(tmp_path / "r.html"), "--lang", "vi"]) == 2
+    assert f"ftpdiag: lỗi: không đọc được {missing}: " in capsys.readouterr().err
+    assert cli.main(["analyze", missing, "--lang", "vi"]) == 2
+    assert f"ftpdiag: lỗi: không đọc được {missing}: " in capsys.readouterr().err
+    assert cli.main(["analyze", missing, "--lang", "en"]) == 2
+    assert f"ftpdiag: error: cannot read {missing}: " in capsys.readouterr().err
