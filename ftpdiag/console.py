@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from ftpdiag.i18n import FALLBACK, labels, reword
+from ftpdiag.i18n import FALLBACK, labels, reword, word
 
 WIDTH = 100
 INDENT = " " * 15
@@ -36,6 +36,17 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _rate(n_bytes: int, duration_ms: float) -> str:
+    """A rate worth reading: none for a transfer too small or quick to measure, else in the
+    unit that fits (kB/s for a slow link, MB/s for a fast one)."""
+    if n_bytes < 65536 or duration_ms < 10:
+        return ""
+    per_second = n_bytes / (duration_ms / 1000)
+    if per_second < 1e6:
+        return f"  {per_second / 1e3:.1f} kB/s"
+    return f"  {per_second / 1e6:.1f} MB/s"
+
+
 class ConsoleRenderer:
     """Renders an event dict to coloured (or plain) text lines, labels in ``lang``.
 
@@ -55,7 +66,7 @@ class ConsoleRenderer:
 
     def word(self, table: str, value: object) -> str:
         """A logged value (``side``, ``mode``, ``severity``, ``reason``) in words."""
-        return self._labels.get(f"{table}.{value}", str(value))
+        return word(table, value, self.lang)
 
     def count(self, key: str, n: object) -> str:
         """``1 command``/``2 commands``: the singular form where the language has one."""
@@ -189,15 +200,15 @@ class ConsoleRenderer:
 
     def _transfer_end(self, ev: Mapping[str, Any]) -> str:
         ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
-        rate = float(ev.get("rate_mbps") or 0) / 8
+        moved, duration = int(ev["bytes"]), float(ev["duration_ms"])
         text = self.label(
             "transfer_end",
             mark="✓" if ok else "✗",
             command=ev["command"],
             path=ev.get("path", ""),
-            size=_human_bytes(int(ev["bytes"])),
-            ms=f"{ev['duration_ms']:.0f}",
-            rate=f"{rate:.1f}",
+            size=_human_bytes(moved),
+            ms=f"{duration:.0f}",
+            rate=_rate(moved, duration),
             outcome=ev["outcome"],
         )
         return self.paint(text, "green" if ok else "red")
@@ -207,18 +218,21 @@ class ConsoleRenderer:
         return self.label(
             "session_closed",
             seconds=f"{seconds:.1f}",
-            commands=self.count("commands", ev.get("commands")),
-            transfers=self.count("transfers", ev.get("transfers")),
+            commands=self.count("commands", int(ev.get("commands") or 0)),
+            transfers=self.count("transfers", int(ev.get("transfers") or 0)),
             size=_human_bytes(int(ev.get("bytes") or 0)),
             reason=self.word("reason", ev.get("reason")),
         )
 
     def _session_summary(self, ev: Mapping[str, Any]) -> str:
         cause = ev.get("root_cause")
+        outcome = str(ev.get("outcome_text") or "")
         if not cause:
-            return INDENT + self.paint(self.label("no_problems"), "green")
+            healthy = (outcome[:1].upper() + outcome[1:] + ". ") if outcome else ""
+            return INDENT + self.paint(healthy + self.label("no_problems"), "green")
         wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
-        lines = [self.paint(self.label("most_likely", title=cause["title"]), "bold")]
+        lines = [outcome[:1].upper() + outcome[1:] + "."] if outcome else []
+        lines.append(self.paint(self.label("most_likely", title=cause["title"]), "bold"))
         others = ev.get("diagnoses", [])[1:4]
         lines += [
             self.label(

@@ -68,6 +68,13 @@ def label(key: str, lang: str | None = None, **values: Any) -> str:
     return template.format(**values) if values else template
 
 
+def word(table: str, value: object, lang: str | None = None) -> str:
+    """A value the log carries in English (a ``side``, a close ``reason`` …) in the words of
+    ``[table]`` for ``lang``; the value itself when the table does not know it."""
+    chosen = lang if lang in LANGUAGES else current()
+    return labels(chosen).get(f"{table}.{value}", str(value))
+
+
 def error_line(message: str, lang: str | None = None) -> str:
     """``ftpdiag: error: …`` (``ftpdiag: lỗi: …``): how ftpdiag reports its own errors."""
     return label("cli.error", lang, message=message)

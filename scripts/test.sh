@@ -5,7 +5,8 @@
 #
 # What it does (idempotent; quiet on success, setup log shown on failure):
 #   1. As root on Debian: apt-installs the clients and libraries the interop suite needs
-#      (curl, lftp, openssl and the shared libraries of the FTP servers) and fetches the FTP
+#      (curl, lftp, wget, tnftp, ncftp, rclone, openssh-client, openssl and the shared libraries of
+#      the FTP servers; the accuracy matrix runs each of those clients) and fetches the FTP
 #      servers themselves (vsftpd, proftpd-core, proftpd-mod-crypto, pure-ftpd) with
 #      `apt-get download`, unpacking them with `dpkg -x` into the folder tests/interop/.debs/root
 #      The servers are never apt-installed: they all declare `Conflicts: ftp-server`, so apt
@@ -36,8 +37,10 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=
 
 # tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
 # bench/capture.py compares ftpdiag analyze with (installed without its setuid helper);
-# chromium runs the HTML report's browser tests (tests/test_report_browser.py).
-APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark chromium)
+# chromium runs the HTML report's browser tests (tests/test_report_browser.py); wget, tnftp,
+# ncftp, rclone and openssh-client are clients of the accuracy matrix (tests/accuracy).
+APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark chromium wget tnftp ncftp openssh-client
+    rclone)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)
 SERVER_BINS=(usr/sbin/vsftpd usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/sbin/pure-ftpd
     usr/bin/pure-pw)

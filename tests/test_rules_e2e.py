@@ -273,7 +273,8 @@ def test_greeting_delayed(serve: Serve, ftpdiag_proxy: Proxy) -> None:
     delayed = diagnosed(proxy, "greeting.delayed", 220)
     assert 450 <= delayed["evidence"]["latency_ms"] < 3000
     assert f"{delayed['evidence']['latency_ms']} ms" in delayed["title"]
-    assert proxy.events[-1]["root_cause"]["rule"] == "greeting.delayed"
+    assert proxy.events[-1]["diagnoses"][0]["rule"] == "greeting.delayed"
+    assert proxy.events[-1]["root_cause"] is None  # slow to greet, but nothing failed
     check_golden("greeting_delayed", proxy)
 
 
@@ -447,7 +448,8 @@ def test_epsv_refused_then_pasv(
     settle(proxy)
     assert sha256_of(out) == sha256_of(root / "small.bin")
     found = diagnosed(proxy, "epsv.refused", code, command="EPSV")
-    assert "PASV" in found["title"] and "--disable-epsv" in found["remedy"]
+    assert "PASV" in found["title"] and "--disable-epsv" in found["explanation"]
+    assert found["severity"] == "info" and proxy.events[-1]["root_cause"] is None
     assert [
         e["verb"] for e in proxy.events if e["event"] == "command" and e["verb"] in ("EPSV", "PASV")
     ] == ["EPSV", "PASV"]
@@ -662,7 +664,8 @@ def _retr_with_size(
 
 
 def test_426_client_abor(serve: Serve, ftpdiag_proxy: Proxy) -> None:
-    """The client sends ABOR mid-download: 426 caused by the client, with bytes and percentage."""
+    """The client sends ABOR mid-download: the 426 is the client's own stop, an info note with
+    bytes and percentage, and no root cause."""
     proxy = ftpdiag_proxy(serve(SlowData(200_000)).address)
     ftp = login(proxy)
     ftp.voidcmd("TYPE I")
@@ -675,11 +678,18 @@ def test_426_client_abor(serve: Serve, ftpdiag_proxy: Proxy) -> None:
     bye(ftp)
     settle(proxy)
     found = diagnosed(
-        proxy, "transfer.aborted", 426, cause="client_abort", aborted_by="client", expected=BIG
+        proxy,
+        "transfer.client_stopped",
+        426,
+        cause="client_abort",
+        aborted_by="client",
+        expected=BIG,
     )
     assert 0 < found["evidence"]["bytes"] < BIG and 0 < found["evidence"]["percent"] < 100
-    assert "ABOR" in found["explanation"]
-    assert not proxy.diagnoses("reply.explained")  # the 426 is explained once, by transfer.aborted
+    assert "ABOR" in found["explanation"] and found["severity"] == "info"
+    assert not proxy.diagnoses("reply.explained")  # the 426 is explained once
+    assert not proxy.diagnoses("transfer.aborted")
+    assert proxy.events[-1]["root_cause"] is None and proxy.events[-1]["cancelled"] == 1
     # How each end of the data connection finished after ABOR depends on who closes first.
     volatile = ("bytes", "percent", "resume_at", "client_end", "server_end")
     check_golden("transfer_aborted_client_abor", proxy, volatile=volatile)

@@ -18,6 +18,7 @@ import pytest
 from ftpdiag.rules import checks
 from ftpdiag.rules.checks import SLOW_REPLY_MS, Finding
 from ftpdiag.rules.engine import SEVERITIES, Diagnoser, fill, rule_texts
+from ftpdiag.rules.server_messages import known_messages
 
 Fact = tuple[str, dict[str, Any]]
 CHECKS_SOURCE = Path(inspect.getfile(checks)).read_text(encoding="utf-8")
@@ -154,12 +155,14 @@ def _check_modules() -> list[Path]:
 
 def _produced_rules() -> set[str]:
     """Every ``Finding("rule.id", ...)`` literal in the modules of the registered checks."""
-    found = set()
+    found = {m.rule for m in known_messages()}  # server_messages.py takes them from its data
     for path in _check_modules():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Finding":
                 first = node.args[0]
                 where = f"{path.name}:{node.lineno}"
+                if path.name == "server_messages.py":
+                    continue
                 assert isinstance(first, ast.Constant), (
                     f"{where}: spell the rule id out as a literal"
                 )
@@ -288,7 +291,8 @@ def test_delayed_greeting_outranks_the_wait() -> None:
     out = run(greeting(120, "wait"), greeting(220, "ready", latency_ms=750.0), close())
     assert rules(out) == ["greeting.wait", "greeting.delayed"]
     assert "750.0 ms" in diagnoses(out, "greeting.delayed")[0]["title"]
-    assert summary(out)["root_cause"]["rule"] == "greeting.delayed"
+    assert summary(out)["diagnoses"][0]["rule"] == "greeting.delayed"
+    assert summary(out)["root_cause"] is None  # slow, but nothing the user asked for failed
 
 
 @pytest.mark.parametrize(
@@ -439,7 +443,6 @@ def test_security_refusals() -> None:
 @pytest.mark.parametrize(
     ("aborted_by", "client_end", "server_end", "known_size", "cause"),
     [
-        ("client", "closed", "closed", True, "client_abort"),
         (None, "closed", "reset", True, "server_reset"),
         (None, "reset", "eof", True, "client_reset"),
         (None, "eof", "eof", True, "premature_eof"),
@@ -497,7 +500,39 @@ def test_no_false_truncation() -> None:
             end(226, 1040, path="a.txt", type_="A"),
         )
     )
-    assert rules(run(size("big.bin", 1000), start(), end(226, 10, aborted_by="client"))) == []
+    stopped = run(size("big.bin", 1000), start(), end(226, 10, aborted_by="client"))
+    assert rules(stopped) == ["transfer.client_stopped"]
+    assert diagnoses(stopped)[0]["severity"] == "info"
+
+
+def test_client_stopped_download_is_no_failure() -> None:
+    """ABOR, or a REST segment whose client closed first, ends a download on purpose: info."""
+    abor = run(
+        size("big.bin", 1000),
+        command("RETR", "big.bin"),
+        start(),
+        reply(426, "aborted", "RETR", "big.bin", state=("logged_in", "transfer", "abort")),
+        end(426, 400, client_end="closed", server_end="closed", aborted_by="client"),
+        close(),
+    )
+    assert rules(abor) == ["transfer.client_stopped"]
+    assert diagnoses(abor)[0]["evidence"]["cause"] == "client_abort"
+    assert summary(abor)["root_cause"] is None and summary(abor)["cancelled"] == 1
+    _, segment_end = end(426, 300, client_end="reset", server_end="reset", rest=600)
+    segment_end["first_closed"] = "client"
+    segment = run(
+        size("big.bin", 1000),
+        command("REST", "600"),
+        reply(350, "Restarting at 600", "REST", "600"),
+        command("RETR", "big.bin"),
+        start(rest=600),
+        reply(426, "Failure writing network stream.", "RETR", "big.bin"),
+        ("transfer.end", segment_end),
+        close(),
+    )
+    assert rules(segment) == ["transfer.client_stopped"]
+    assert diagnoses(segment)[0]["evidence"]["cause"] == "client_closed"
+    assert summary(segment)["root_cause"] is None
 
 
 def test_interrupted_unless_already_explained() -> None:
@@ -558,7 +593,7 @@ def test_ascii_binary() -> None:
         (550, "STOR", "Not enough privileges.", "file.permission"),
         (553, "STOR", "Could not create file: access denied", "file.permission"),
         (550, "RETR", "No such file or directory.", "file.not_found"),
-        (550, "RETR", "Failed to open file.", "reply.explained"),
+        (550, "RETR", "Failed to open file.", "file.unavailable"),  # vsftpd's words for both
     ],
 )
 def test_file_errors(code: int, verb: str, text: str, rule: str) -> None:
@@ -635,6 +670,7 @@ def test_summary_ranks_most_severe_most_specific_first() -> None:
         greeting(),
         reply(200, "ok", "CWD"),  # warning: unexpected reply
         reply(500, "What?", "XYZZ"),  # error, generic
+        command("RETR", "big.bin"),
         start(),
         end("closed", 10),  # error: interrupted
         (

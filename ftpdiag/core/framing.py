@@ -35,6 +35,11 @@ class LineSplitter:
         """Bytes held that do not yet form a line (bounded by ``max_line``)."""
         return len(self._buf)
 
+    def head(self, size: int = 32) -> str:
+        """The first bytes held that do not form a line yet, as Latin-1 text: what a peer
+        that does not speak FTP sent (a TLS ClientHello has no line end)."""
+        return bytes(self._buf[:size]).decode("latin-1")
+
     def feed(self, data: bytes) -> list[bytes | OverlongLine]:
         out: list[bytes | OverlongLine] = []
         start = 0

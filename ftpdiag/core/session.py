@@ -253,6 +253,7 @@ class Session(FTPSMixin):
             detail=ev.detail,
             awaiting=(last.command.verb if last and last.command else None),
             transfer_open=any(t.open for t in self._transfers.values()),
+            client_head=self._client_lines.head() or None,
         )
         if self._assembler.in_progress:
             # RFC 959 §4.2: a multi-line reply ends on a line with its own code; this one never did.
@@ -812,7 +813,8 @@ class Session(FTPSMixin):
             if result is None:
                 continue
             if isinstance(result, MalformedReply):
-                self._fact("protocol.malformed_reply", text=result.text[:200])
+                at_greeting = bool(self._pending) and self._pending[0].purpose == "greeting"
+                self._fact("protocol.malformed_reply", text=result.text[:200], greeting=at_greeting)
                 self._to_client(result.raw)
             elif isinstance(result, OversizedReply):
                 self._fact("protocol.reply_too_long", code=result.code, limit=result.limit)

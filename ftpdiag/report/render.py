@@ -93,14 +93,18 @@ def _verdict(s: SessionReport, L: Mapping[str, str]) -> str:
     found = s.root_cause()
     listed = s.summary.get("diagnoses")
     problems: list[Any] = listed if isinstance(listed, list) else []
-    bad = found is not None or bool(problems)
+    # The engine's verdict: a root cause only when something the user asked for failed (a
+    # warning the session got around is listed, not a failure). Its outcome line comes first.
+    bad = found is not None
+    outcome = str(s.summary.get("outcome_text") or "")
+    said = f"<p>{_e(outcome[:1].upper() + outcome[1:])}.</p>" if outcome else ""
     out = [f'<div class="verdict{" bad" if bad else ""}">']
     if not s.summary:
         out.append(f"<h3>{_e(L['outcome'])}</h3><p>{_e(L['no_summary'])}</p>")
     elif not bad:
-        out.append(f"<h3>{_e(L['outcome_ok'])}</h3><p>{_e(L['healthy'])}</p>")
+        out.append(f"<h3>{_e(L['outcome_ok'])}</h3>{said or '<p>' + _e(L['healthy']) + '</p>'}")
     else:
-        out.append(f"<h3>{_e(L['outcome_failed'])}</h3>")
+        out.append(f"<h3>{_e(L['outcome_failed'])}</h3>{said}")
     if found is not None:
         cause, row = found
         diagnosis = row.diagnosis if row is not None and row.diagnosis else {}

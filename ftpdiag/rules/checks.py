@@ -19,6 +19,7 @@ from ftpdiag.core.addresses import is_unroutable
 from ftpdiag.core.transfers import TRANSFER_VERBS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
+from ftpdiag.rules.server_messages import SERVER_MESSAGE_CHECKS
 from ftpdiag.rules.tls_checks import TLS_CHECKS
 from ftpdiag.rules.view import SessionView
 
@@ -211,10 +212,21 @@ def security(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
         yield Finding("security.data_theft", None, {k: v for k, v in f.items() if k != "pipe"})
 
 
-def _abort_cause(f: dict[str, Any], moved: int, expected: int | None) -> str:
-    """Why a transfer ended with 426, from how each end of the data connection finished."""
+def _client_stopped(f: dict[str, Any], rest: int) -> str | None:
+    """Whether the client ended a download on purpose, and how: it sent ABOR, or it closed its
+    end of the data connection first, as a multi-connection downloader (lftp pget, aria2)
+    does once a segment started with REST has the bytes it wanted."""
     if f.get("aborted_by") == "client":
         return "client_abort"
+    if f.get("direction") != "download" or f.get("first_closed") != "client" or not f["bytes"]:
+        return None  # a client that got nothing at all stopped nothing
+    if f.get("client_end") in ("eof", "closed") or (rest and f.get("client_end") == "reset"):
+        return "client_closed"
+    return None
+
+
+def _abort_cause(f: dict[str, Any], moved: int, expected: int | None) -> str:
+    """Why a transfer ended with 426, from how each end of the data connection finished."""
     if f["server_end"] == "reset":
         return "server_reset"
     if f["client_end"] == "reset":
@@ -234,7 +246,7 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
     if event == "transfer.start":
         suffix = posixpath.splitext(str(f.get("path") or "").lower())[1]
         if (
-            f.get("type") == "A"
+            view.effective(f)[1] == "A"  # the TYPE the server accepted, not the one asked for
             and f.get("command") in ("RETR", *UPLOAD_VERBS)
             and suffix in BINARY_SUFFIXES
         ):
@@ -260,7 +272,7 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
     if event != "transfer.end":
         return
     pipe, outcome, moved = int(f["pipe"]), f["outcome"], int(f["bytes"])
-    rest = int(f.get("rest") or 0)
+    rest, type_ = view.settings_of(f)  # a refused REST or TYPE changed nothing
     expected = view.expected_bytes(pipe, rest, moved) if f["direction"] == "download" else None
     pct = round(100 * moved / expected, 1) if expected else None
     ev = {
@@ -274,17 +286,21 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         "aborted_by": f.get("aborted_by"),
         "resume_at": moved + rest,
     }
-    if outcome == 426:
-        state = ["transfer", "abort"] if f.get("aborted_by") else ["transfer"]
+    stopped = _client_stopped(f, rest)
+    if stopped is not None and not (
+        isinstance(outcome, int) and outcome // 100 == 2 and moved == expected
+    ):
+        code = outcome if isinstance(outcome, int) else None
+        yield Finding("transfer.client_stopped", code, {**ev, "cause": stopped, "code": code})
+    elif outcome == 426:
         cause = _abort_cause(f, moved, expected)
-        yield Finding("transfer.aborted", 426, {**ev, "cause": cause}, {"state": state})
+        yield Finding("transfer.aborted", 426, {**ev, "cause": cause}, {"state": ["transfer"]})
     elif (
         isinstance(outcome, int)
         and outcome // 100 == 2
         and expected is not None
         and moved != expected
-        and f.get("type") != "A"  # TYPE A rewrites line ends: sizes differ legitimately
-        and f.get("aborted_by") != "client"  # the client stopped reading on purpose
+        and type_ != "A"  # TYPE A rewrites line ends: sizes differ legitimately
         # A data connection whose end nobody saw (a capture without it, or that lost its
         # last packets) gives no total to compare.
         and f["server_end"] not in ("unseen", "open")
@@ -372,7 +388,7 @@ def protocol(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
 @handles("greeting.timeout", "control.server_silent", "reply", "transfer.progress")
 def timing(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Silences: no greeting, idle timeouts, stalled transfers."""
-    if event == "greeting.timeout":
+    if event == "greeting.timeout" and not view.peer_identified:
         yield Finding("greeting.missing", None, dict(f))
     elif event == "control.server_silent":
         yield Finding("control.server_silent", None, dict(f))
@@ -430,40 +446,12 @@ def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
         yield Finding("control.dropped_during_transfer", None, dict(f))
 
 
-OPTIONAL_VERBS = frozenset(
-    {
-        "SITE",
-        "OPTS",
-        "FEAT",
-        "HELP",
-        "CLNT",
-        "HOST",
-        "LANG",
-        "MFMT",
-        "MFCT",
-        "MFF",
-        "HASH",
-        "XCRC",
-        "XMD5",
-        "XSHA1",
-        "ALLO",
-        "SMNT",
-        "ACCT",
-        "SYST",
-        "STAT",
-        "MDTM",
-        "SIZE",
-        "MLST",
-    }
-)
-
-
-@handles("reply")
-def optional_commands(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
-    """RFC 959 §4.2: 500/502/504 to an optional command only says the server lacks a feature;
-    clients probe for features this way (lftp sends SITE and OPTS), so it is no failure."""
-    if event == "reply" and f["code"] in (500, 502, 504) and f.get("command") in OPTIONAL_VERBS:
-        yield Finding("command.unsupported", f["code"], _reply_evidence(f))
+def refused_probe(f: dict[str, Any]) -> Finding:
+    """RFC 959 §4.2: 500-504 to an optional command only says the server lacks a feature, and
+    a refused probe or nicety (``outcomes.is_probe``) is one the client carries on without."""
+    if f["code"] in (500, 502, 504):
+        return Finding("command.unsupported", f["code"], _reply_evidence(f))
+    return Finding("command.probe_refused", f["code"], _reply_evidence(f))
 
 
 @handles("reply")
@@ -478,6 +466,7 @@ def catalog_fallback(event: str, f: dict[str, Any], view: SessionView) -> Iterat
 
 
 CHECKS: tuple[Check, ...] = (
+    *SERVER_MESSAGE_CHECKS,
     greeting,
     login,
     passive_address,
@@ -489,7 +478,6 @@ CHECKS: tuple[Check, ...] = (
     protocol,
     timing,
     upstream,
-    optional_commands,
     *TLS_CHECKS,
 )
 FALLBACK: Check = catalog_fallback

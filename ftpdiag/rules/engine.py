@@ -20,8 +20,9 @@ from typing import Any
 
 from ftpdiag.i18n import label, template_pattern
 from ftpdiag.rules.catalog import Explanation, load_catalog
-from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS
+from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS, refused_probe
 from ftpdiag.rules.finding import Finding, by_event
+from ftpdiag.rules.outcomes import Outcomes, is_probe
 from ftpdiag.rules.view import SessionView
 
 SEVERITIES = frozenset({"info", "warning", "error"})
@@ -125,11 +126,14 @@ class Diagnoser:
     """One per session. ``process`` returns the fact itself (replies gain ``meaning``), then
     any diagnoses it triggers, then, after ``session.close``, the ``session.summary``.
 
-    ``slow_reply_ms`` is the latency above which a reply is diagnosed as slow."""
+    ``slow_reply_ms`` is the latency above which a reply is diagnosed as slow. ``outcomes``
+    follows what the user asked for: the summary leads with it, and without a failed operation
+    or an abnormal end there is no root cause."""
 
     lang: str = "en"
     view: SessionView = field(default_factory=SessionView)
     slow_reply_ms: float = SLOW_REPLY_MS
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
     def __post_init__(self) -> None:
         self.view.slow_reply_ms = self.slow_reply_ms
@@ -141,20 +145,58 @@ class Diagnoser:
         if event == "reply":
             fields["meaning"] = self._explain(fields).title
         out.append((event, fields))
-        findings = [f for check in _ROUTES.get(event, ()) for f in check(event, fields, self.view)]
-        if event in FALLBACK.handles and not any(  # type: ignore[attr-defined]
-            f.code is not None and f.code == fields.get("code") for f in findings
-        ):
-            findings.extend(FALLBACK(event, fields, self.view))
+        findings = self._findings(event, fields)
         self.view.observe(event, fields)
+        self.outcomes.observe(event, fields)
         for finding in findings:
             diagnosis = self.render(finding, fields)
             self.view.remember(diagnosis)
+            self.outcomes.observe("diagnosis", diagnosis)
             out.append(("diagnosis", diagnosis))
         if event == "session.close":
-            texts = rule_texts(self.lang)
-            out.append(("session.summary", self.view.summary(fields, lambda r: texts[r].priority)))
+            out.append(("session.summary", self.summary(fields)))
         return out
+
+    def _findings(self, event: str, fields: dict[str, Any]) -> list[Finding]:
+        """What the checks say of one fact, pruned so that each fault has one headline: a
+        finding that ``overrides`` silences the others of its code, a specific rule silences
+        the catalog's generic text, and a refused probe is only an ``info`` note."""
+        findings = [f for check in _ROUTES.get(event, ()) for f in check(event, fields, self.view)]
+        code = fields.get("code")
+        if any(f.overrides for f in findings):
+            findings = [f for f in findings if f.overrides or f.code != code]
+        if event == "reply" and is_probe(fields):
+            # Never an error; a warning that names the missing feature (AUTH TLS) stays.
+            texts = rule_texts()
+            kept = [f for f in findings if texts[f.rule].severity in ("info", "warning")]
+            kept = [f for f in kept if f.rule != "protocol.unexpected_reply"]
+            return kept or [refused_probe(fields)]
+        if event in FALLBACK.handles and not any(  # type: ignore[attr-defined]
+            f.code is not None and f.code == code for f in findings
+        ):
+            findings.extend(FALLBACK(event, fields, self.view))
+        unique: dict[str, Finding] = {}
+        for finding in findings:
+            unique.setdefault(finding.rule, finding)
+        return list(unique.values())
+
+    def summary(self, close: dict[str, Any]) -> dict[str, Any]:
+        """The ``session.summary`` record: the outcome first, then the view's counts and ranked
+        diagnoses; the root cause only when an operation failed or the session ended badly."""
+        texts = rule_texts()
+        counts = self.view.summary(close, lambda r: texts[r].priority)
+        cause = counts.pop("root_cause")
+        if cause is not None and self.outcomes.went_wrong:
+            top = next(d for d in self.view.diagnoses if d["rule"] == cause["rule"])
+            cause["remedy"] = top["remedy"]
+            if top.get("code") is not None and not top["rule"].startswith("reply."):
+                # The catalog's words for the same reply, as evidence under the specific rule.
+                cause["reply_meaning"] = self._explain({"code": top["code"]}).title
+        return {
+            **self.outcomes.summary(self.lang),
+            **counts,
+            "root_cause": cause if self.outcomes.went_wrong else None,
+        }
 
     def _explain(self, fields: Mapping[str, Any], code: int | None = None) -> Explanation:
         catalog = load_catalog(self.lang)

@@ -14,13 +14,16 @@ class Finding:
     """A rule that fired, the reply code it concerns, and what it saw.
 
     ``context`` refines the catalog lookup of ``code`` (command, state tags) when the rule
-    borrows the catalog's prose.
+    borrows the catalog's prose. ``overrides``: the finding explains its reply better than any
+    other rule can (a server's own message, known word for word), so the engine drops the
+    other findings of the same code: one fault, one headline.
     """
 
     rule: str
     code: int | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
+    overrides: bool = False
 
 
 Check = Callable[[str, dict[str, Any], SessionView], Iterable[Finding]]

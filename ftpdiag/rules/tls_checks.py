@@ -53,6 +53,47 @@ def handshakes(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fin
         yield Finding("tls.blind", None, dict(f))
 
 
+@handles("tls.established")
+def data_resumption(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """RFC 4217 §10 (and vsftpd's require_ssl_reuse): a data connection should resume the
+    control connection's TLS session. Through ftpdiag it works anyway, because the proxy
+    resumes its own session toward the server; straight to such a server it fails. Said once."""
+    if (
+        event == "tls.established"
+        and f.get("side") == "client"
+        and f.get("channel") == "data"
+        and f.get("resumed") is False
+        and not view.client_resumption_told
+    ):
+        view.client_resumption_told = True
+        yield Finding(
+            "tls.client_no_resume", None, {"pipe": f.get("pipe"), "version": f.get("version")}
+        )
+
+
+@handles("transfer.end")
+def unclean_close(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """RFC 4217 §12.6 (via RFC 5246 §7.2.1): a protected data connection ends with a TLS
+    close_notify; without it an end of data cannot be told from a truncation, and clients that
+    check fail the transfer although the server answered 226."""
+    if (
+        event == "transfer.end"
+        and int(f["pipe"]) in view.tls_data_pipes
+        and isinstance(f.get("outcome"), int)
+        and f["outcome"] // 100 == 2
+        and f.get("first_closed") == "server"
+        and f.get("server_end") == "reset"
+    ):
+        yield Finding(
+            "tls.unclean_close",
+            f["outcome"],
+            {
+                "code": f["outcome"],
+                **{k: f.get(k) for k in ("command", "path", "bytes", "client_end", "server_end")},
+            },
+        )
+
+
 @handles("reply")
 def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """Replies that speak of TLS: AUTH unsupported (RFC 2228 §4), session reuse required."""
@@ -66,4 +107,4 @@ def tls_replies(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fi
         yield Finding("tls.resumption_required", code, evidence)
 
 
-TLS_CHECKS: tuple[Check, ...] = (handshakes, tls_replies)
+TLS_CHECKS: tuple[Check, ...] = (handshakes, data_resumption, unclean_close, tls_replies)

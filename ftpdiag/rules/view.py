@@ -40,12 +40,25 @@ class SessionView:
     slow_reply_ms: float = 2000.0
     upstream_mode: str = "same"
     falling_back: bool = False
+    # Settings as the server accepted them (RFC 959 §4.1.2, RFC 3659 §5: a refused TYPE or
+    # REST changes nothing), not as the client last asked: a REST 1 probe answered 502 must not
+    # make the next complete download look short.
+    # None: no reply to TYPE/REST seen (a log without them): the transfer fact's word stands.
+    type: str | None = None
+    rest: int | None = None
+    settings: dict[int, tuple[int, str]] = field(default_factory=dict)
+    upstream: str | None = None
+    peer_identified: bool = False  # the upstream is known to be no FTP server (SSH, HTTP...)
+    client_resumption_told: bool = False  # tls.client_no_resume is said once per session
+    tls_data_pipes: set[int] = field(default_factory=set)  # protected toward the server
 
     def remember(self, diagnosis: dict[str, Any]) -> None:
         """Keep a problem for the summary (the first KEPT are enough to rank a root cause);
         info diagnoses never rank as a cause, so they are not kept."""
         if diagnosis["severity"] != "info" and len(self.diagnoses) < KEPT:
             self.diagnoses.append(diagnosis)
+        if str(diagnosis["rule"]).startswith("peer."):
+            self.peer_identified = True
 
     def upstream_verb(self, verb: str | None) -> str | None:
         """The data-setup verb the server actually received for the client's ``verb``: the
@@ -74,12 +87,30 @@ class SessionView:
         readings = [announced, max(announced - rest, 0)]
         return moved if moved in readings else min(readings)
 
+    def effective(self, transfer: dict[str, Any]) -> tuple[int, str]:
+        """The REST offset and TYPE in force for a ``transfer.start``/``transfer.end`` fact:
+        those the server accepted, else the ones the fact carries."""
+        rest = self.rest if self.rest is not None else int(transfer.get("rest") or 0)
+        return rest, self.type or str(transfer.get("type") or "A")
+
+    def settings_of(self, transfer: dict[str, Any]) -> tuple[int, str]:
+        """The REST offset and TYPE in force when the transfer of this fact started."""
+        return self.settings.get(int(transfer["pipe"])) or self.effective(transfer)
+
     def observe(self, event: str, fields: dict[str, Any]) -> None:
         """Remember what later checks need; called after the checks have seen the event."""
         if event == "session.open":
             self.upstream_mode = str(fields.get("upstream_mode") or "same")
+            self.upstream = fields.get("upstream")
         elif event == "data.fallback":
             self.falling_back = True
+        elif (
+            event == "tls.established"
+            and fields.get("channel") == "data"
+            and fields.get("side") == "server"
+            and fields.get("pipe") is not None
+        ):
+            self.tls_data_pipes.add(int(fields["pipe"]))
         elif event == "command":
             self.commands += 1
             if fields.get("verb") == "USER":
@@ -90,6 +121,8 @@ class SessionView:
                 self.falling_back = False
         elif event == "transfer.start":
             self.transfers[fields["pipe"]] = fields
+            self.settings[fields["pipe"]] = self.effective(fields)
+            self.rest = None  # RFC 959 §4.1.3: REST applies to the next transfer command only
             self.current_pipe = fields["pipe"]
             self.active_pipes.add(fields["pipe"])
         elif event == "transfer.progress":
@@ -107,10 +140,11 @@ class SessionView:
             if len(self.outcomes) < KEPT:
                 self.outcomes.append(fields["outcome"])
             self.active_pipes.discard(pipe)
-            for per_pipe in (self.transfers, self.expected, self.progress):
+            for per_pipe in (self.transfers, self.expected, self.progress, self.settings):
                 per_pipe.pop(pipe, None)
             self.stalled.discard(pipe)
             self.no_completion.discard(pipe)
+            self.tls_data_pipes.discard(pipe)
         elif (
             event == "control.closed"
             and fields.get("side") == "server"
@@ -124,6 +158,13 @@ class SessionView:
             fields.get("command"),
             str(fields.get("text") or ""),
         )
+        arg = str(fields.get("arg") or "").strip()
+        if command == "TYPE" and isinstance(code, int) and code // 100 == 2 and arg:
+            self.type = arg[:1].upper()
+        elif command == "TYPE" and isinstance(code, int) and code >= 400:
+            self.type = self.type or "A"  # RFC 959 §3.1.1.1: ASCII until a TYPE is accepted
+        elif command == "REST" and isinstance(code, int) and code >= 300:
+            self.rest = int(arg) if code == 350 and arg.isdigit() else 0
         if code == 120 and "greeting" in (fields.get("state") or ()):
             self.greeting_preliminary = True
         elif code == 213 and command == "SIZE" and text.strip().isdigit():

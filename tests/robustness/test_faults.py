@@ -83,7 +83,8 @@ FAULT_NAMES = {"rst": "RST", "close": "silent close", "stall": "stall"}
 #: Cases with a defined diagnosis: at least one of these rules must fire.
 DIAGNOSED: dict[tuple[str, str, str], set[str]] = {
     ("server", "stall", "greeting"): {"greeting.missing"},
-    ("client", "stall", "abor"): {"transfer.aborted"},
+    # The client's own ABOR ended the transfer: a stop on purpose, not an abort to explain.
+    ("client", "stall", "abor"): {"transfer.client_stopped"},
     **{
         ("server", fault, phase): {"control.dropped_during_transfer", "transfer.interrupted"}
         for fault in ("rst", "close")
