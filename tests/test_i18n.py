@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -241,12 +242,17 @@ def test_json_record_keeps_ids_and_evidence_in_english() -> None:
 
 
 def test_rule_missing_in_translation_falls_back_to_english(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A text absent from a translation reads in English, field by field, never empty."""
-    real = engine._document
-    partial = {"rule": {"login.ok": {"title": "Đã đăng nhập"}}}
-    monkeypatch.setattr(engine, "_document", lambda lang: partial if lang == "vi" else real(lang))
+    real = engine.resources.files("ftpdiag.rules")
+    partial = tmp_path / "rules"
+    partial.mkdir()
+    (partial / "diagnoses.toml").write_bytes(real.joinpath("diagnoses.toml").read_bytes())
+    (partial / "diagnoses_vi.toml").write_text(
+        '[rule."login.ok"]\ntitle = "Đã đăng nhập"\n', encoding="utf-8"
+    )
+    monkeypatch.setattr(engine, "resources", SimpleNamespace(files=lambda _package: partial))
     engine.rule_texts.cache_clear()
     try:
         text, english = engine.rule_texts("vi")["login.ok"], engine.rule_texts("en")["login.ok"]
@@ -254,7 +260,11 @@ def test_rule_missing_in_translation_falls_back_to_english(
         assert engine.rule_texts("vi")["login.failed"] == engine.rule_texts("en")["login.failed"]
     finally:
         engine.rule_texts.cache_clear()
-    assert rule_texts("xx") == rule_texts("en")  # a language without a file: English throughout
+
+
+def test_language_without_a_file_reads_english() -> None:
+    """A language without a rule file gets the English texts throughout."""
+    assert rule_texts("xx") == rule_texts("en")
 
 
 # A recorded session: greeting, login, a transfer cut by 426, the close and its summary.

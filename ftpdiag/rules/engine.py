@@ -55,18 +55,14 @@ _PROSE = ("title", "explanation", "remedy")
 
 
 @cache
-def _document(lang: str) -> Mapping[str, Any]:
-    """The parsed rule file of ``lang`` (English for a language without one)."""
-    name = RULE_FILES.get(lang, RULE_FILES["en"])
-    return tomllib.loads(resources.files("ftpdiag.rules").joinpath(name).read_text("utf-8"))
-
-
-@cache
 def value_words(lang: str) -> Mapping[str, Mapping[str, str]]:
     """Evidence field → its fixed English values in ``lang``'s words (``[values]`` of the
     language's file): ``side = "client"`` reads "máy khách" in Vietnamese prose, while the
     record's ``evidence`` keeps the value as logged."""
-    return dict(_document(lang).get("values", {})) if lang != "en" else {}
+    if lang not in RULE_FILES or lang == "en":
+        return {}
+    text = resources.files("ftpdiag.rules").joinpath(RULE_FILES[lang]).read_text("utf-8")
+    return dict(tomllib.loads(text).get("values", {}))
 
 
 def _in_words(words: Mapping[str, str], value: Any) -> Any:
@@ -87,10 +83,15 @@ def rule_texts(lang: str = "en") -> Mapping[str, RuleText]:
     """Rule id → texts in ``lang``. Severity and priority come from the English source
     (``diagnoses.toml``), the prose and phrases from the language's file; a text missing
     there falls back to English field by field (the tests forbid missing ones)."""
-    english: Mapping[str, dict[str, Any]] = _document("en")["rule"]
+    files = resources.files("ftpdiag.rules")
+    english: Mapping[str, dict[str, Any]] = tomllib.loads(
+        files.joinpath(RULE_FILES["en"]).read_text("utf-8")
+    )["rule"]
     if lang == "en" or lang not in RULE_FILES:
         return {rid: RuleText(**spec) for rid, spec in english.items()}
-    translated: Mapping[str, dict[str, Any]] = _document(lang)["rule"]
+    translated: Mapping[str, dict[str, Any]] = tomllib.loads(
+        files.joinpath(RULE_FILES[lang]).read_text("utf-8")
+    )["rule"]
     texts: dict[str, RuleText] = {}
     for rid, spec in english.items():
         local = translated.get(rid, {})
