@@ -223,6 +223,25 @@ def _add_proxy(sub: Any) -> None:
         metavar="DIR",
         help=label("help.report_dir"),
     )
+    rec = p.add_argument_group(label("help.record_group"))
+    rec.add_argument(
+        "--record-data",
+        type=Path,
+        metavar="DIR",
+        help=label("help.record_data"),
+    )
+    rec.add_argument(
+        "--record-data-max",
+        type=int,
+        default=64 << 20,
+        metavar="BYTES",
+        help=label("help.record_data_max"),
+    )
+    rec.add_argument(
+        "--record-tls-data",
+        action="store_true",
+        help=label("help.record_tls_data"),
+    )
     tls = p.add_argument_group(label("help.tls_group"))
     tls.add_argument(
         "--listen-tls",
@@ -277,10 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_proxy(sub)
     from ftpdiag import analyze, demo, knowledge_cli
+    from ftpdiag.replay import cli as replay_cli
     from ftpdiag.report import cli as report_cli
 
     knowledge_cli.register(sub)
     analyze.register(sub)
+    replay_cli.register(sub)
     report_cli.register(sub)
     demo.register(sub)
     return parser
@@ -344,6 +365,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.access import AccessPolicy
     from ftpdiag.proxy.control import ProxySettings
     from ftpdiag.proxy.data import DataTimeouts
+    from ftpdiag.proxy.recording import DataRecording
     from ftpdiag.proxy.server import start_proxy
     from ftpdiag.proxy.upstream import UpstreamConnector
 
@@ -382,6 +404,11 @@ def run_proxy(args: argparse.Namespace) -> int:
         data=DataTimeouts(connect=args.data_timeout, stall=args.data_stall_timeout),
         access=AccessPolicy(
             tuple(args.allow_client), args.max_sessions, args.max_sessions_per_client
+        ),
+        record_data=(
+            DataRecording(args.record_data, args.record_data_max, args.record_tls_data)
+            if args.record_data is not None
+            else None
         ),
     )
     connector = UpstreamConnector(reactor, timeout=args.connect_timeout)

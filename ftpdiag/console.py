@@ -251,6 +251,33 @@ class ConsoleRenderer:
     def _report_failed(self, ev: Mapping[str, Any]) -> str:
         return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
 
+    def _replay_listen(self, ev: Mapping[str, Any]) -> str:
+        greeting = ev.get("greeting") or self.label("replay_no_greeting")
+        commands = self.count("commands", ev["commands"])
+        lines = [
+            self.label("replay_listening", listen=ev["listen"], timing=ev["timing"]),
+            self.label(
+                "replay_session",
+                session=ev["session"],
+                input=ev["input"],
+                greeting=greeting,
+                commands=commands,
+            ),
+        ]
+        if ev.get("flexible"):
+            lines.append(self.label("replay_flexible", verbs=" ".join(ev["flexible"])))
+        lines += [self.label("replay_transfer", transfer=t) for t in ev.get("transfers", ())]
+        if ev.get("closes"):
+            lines.append(self.label("replay_closes"))
+        if len(ev.get("sessions", ())) > 1:
+            lines.append(self.label("replay_others", sessions=" ".join(ev["sessions"])))
+        return self.paint(lines[0], "bold") + "".join(f"\n{INDENT}{line}" for line in lines[1:])
+
+    def _replay_unmatched(self, ev: Mapping[str, Any]) -> str:
+        expected = ev.get("expected") or self.label("replay_end")
+        text = self.label("replay_unmatched", actual=ev["actual"], expected=expected)
+        return self.paint(text, "red")
+
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}
         detail = " ".join(f"{k}={v}" for k, v in ev.items() if k not in skip)

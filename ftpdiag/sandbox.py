@@ -15,7 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
@@ -54,8 +54,42 @@ def seed_sandbox(root: Path) -> None:
     (root / "upload").mkdir(exist_ok=True)
 
 
-class ServerThread:
-    """Runs a pyftpdlib handler class on 127.0.0.1:<free port> in a private thread."""
+class HandlerThread:
+    """Runs a pyftpdlib handler class on ``host``:<free port> in a private thread with its
+    own IOLoop; ``stop`` is bounded and closes every socket."""
+
+    def __init__(self, handler: type[FTPHandler], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        self.ioloop = IOLoop()
+        self.server = FTPServer((host, port), self.handler, ioloop=self.ioloop)
+        self.address: tuple[str, int] = self.server.address[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ftpdiag-sandbox", daemon=True)
+
+    def _serve(self) -> None:
+        # Drive the IOLoop directly: FTPServer.serve_forever would also install pyftpdlib's
+        # own logging handlers, and the proxy logs only through structlog.
+        while not self._stop.is_set():
+            self.ioloop.loop(timeout=_POLL, blocking=False)
+        self.server.close_all()
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+class ServerThread(HandlerThread):
+    """Serves ``root`` with a fresh subclass of ``handler`` and a fresh authorizer."""
 
     def __init__(
         self,
@@ -72,34 +106,8 @@ class ServerThread:
         if anonymous:
             authorizer.add_anonymous(str(root))
         namespace = {"authorizer": authorizer, "auth_failed_timeout": 0.0, **attrs}
-        self.handler = type(f"Sandbox{handler.__name__}", (handler,), namespace)
-        self.ioloop = IOLoop()
-        self.server = FTPServer((host, 0), self.handler, ioloop=self.ioloop)
-        self.address: tuple[str, int] = self.server.address[:2]
+        super().__init__(type(f"Sandbox{handler.__name__}", (handler,), namespace), host)
         self.user, self.password, self.root = user, password, root
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="ftpdiag-sandbox", daemon=True)
-
-    def _serve(self) -> None:
-        # Drive the IOLoop directly: FTPServer.serve_forever would also install pyftpdlib's
-        # own logging handlers, and the proxy logs only through structlog.
-        while not self._stop.is_set():
-            self.ioloop.loop(timeout=_POLL, blocking=False)
-        self.server.close_all()
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()
 
 
 def start_sandbox() -> tuple[ServerThread, tempfile.TemporaryDirectory[str]]:

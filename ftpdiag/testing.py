@@ -8,6 +8,9 @@ fixtures available to any test suite:
   proxy it starts is stopped at the end of the test.
 - ``ftpdiag_sandbox``: a factory that serves a directory with a pyftpdlib handler class (yours,
   e.g. one that misbehaves) on 127.0.0.1 in its own thread.
+- ``ftpdiag_replay``: a factory ``ftpdiag_replay(path, session=None, **options) -> ReplayHandle``
+  that serves a recorded session again (``ftpdiag replay``); a command the recording did not
+  expect fails the test, showing the expected and the actual command.
 
 The Twisted reactor runs once per process in a daemon thread; blocking clients (ftplib, curl)
 run in the test's own thread.
@@ -20,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,8 +31,12 @@ from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import Address
 from ftpdiag.proxy.access import AccessPolicy
 from ftpdiag.proxy.data import DataTimeouts
+from ftpdiag.proxy.recording import DataRecording
 from ftpdiag.proxy.tls import ProxyTLS
 from ftpdiag.proxy.upstream import Resolver
+
+if TYPE_CHECKING:
+    from ftpdiag.replay.script import Script
 
 _reactor_lock = threading.Lock()
 _reactor_thread: threading.Thread | None = None
@@ -60,7 +67,22 @@ def in_reactor(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 @dataclass
-class ProxyHandle:
+class _Listening:
+    """Something a client connects to in a test."""
+
+    address: Address
+
+    @property
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+
+@dataclass
+class ProxyHandle(_Listening):
     """A running proxy: its address, every event it logged, and helpers to wait and assert.
 
     The proxy sends a relayed line first and logs it right after, in the same reactor call;
@@ -68,7 +90,6 @@ class ProxyHandle:
     therefore first lets the reactor finish what it is doing: everything the proxy did before
     the moment ``events`` is read is in the list."""
 
-    address: Address
     _events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _stop: Callable[[], Any] | None = None
 
@@ -78,14 +99,6 @@ class ProxyHandle:
         if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
             in_reactor(lambda: None)
         return self._events
-
-    @property
-    def host(self) -> str:
-        return self.address[0]
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     def record(self, event: str, fields: dict[str, Any]) -> None:
         self._events.append({"event": event, **fields})
@@ -125,6 +138,7 @@ def start_proxy_thread(
     connect_timeout: float = 5.0,
     listen: Address = ("127.0.0.1", 0),
     tls: ProxyTLS | None = None,
+    record_data: DataRecording | None = None,
     **session_options: Any,
 ) -> ProxyHandle:
     """Start a proxy in the reactor thread; ``session_options`` are ``SessionConfig`` fields."""
@@ -139,6 +153,7 @@ def start_proxy_thread(
         data=data or DataTimeouts(),
         access=access or AccessPolicy(),
         tls=tls or ProxyTLS(),
+        record_data=record_data,
     )
     handle = ProxyHandle(address=listen)
 
@@ -207,3 +222,97 @@ def ftpdiag_sandbox(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     yield factory
     for server in servers:
         server.stop()
+
+
+@dataclass
+class ReplayHandle(_Listening):
+    """A running replay: its address, and what it reported (``replay.*`` records)."""
+
+    script: Script
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    _stop: Callable[[], None] | None = None
+
+    @property
+    def mismatches(self) -> list[dict[str, Any]]:
+        """Commands the recording did not expect (each answered 500)."""
+        return [r for r in self.reports if r["event"] == "replay.unmatched"]
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.reports.append({"event": event, **fields})
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            stop, self._stop = self._stop, None
+            stop()
+
+
+def start_replay(
+    source: Path | str | list[dict[str, Any]],
+    session: str | None = None,
+    *,
+    listen: Address = ("127.0.0.1", 0),
+    **options: Any,
+) -> ReplayHandle:
+    """Serve one recorded session of ``source`` (a file ``ftpdiag analyze`` reads, or its
+    records); ``options`` are ``ReplayOptions`` fields (``timing``, ``speed``,
+    ``keep_addresses``)."""
+    from ftpdiag.analyze import read_records
+    from ftpdiag.replay.script import build_script
+    from ftpdiag.replay.server import ReplayOptions, ReplayServer
+
+    records = source if isinstance(source, list) else read_records([str(source)])
+    script = build_script(records, session)
+    handle = ReplayHandle(address=listen, script=script)
+    if not isinstance(source, list):
+        options.setdefault("data_dir", Path(source).parent)
+    server = ReplayServer(script, listen, ReplayOptions(**options), handle.record).start()
+    handle.address = server.address
+    handle._stop = server.stop
+    return handle
+
+
+_REPLAYS = pytest.StashKey[list[ReplayHandle]]()
+
+
+@pytest.fixture
+def ftpdiag_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., ReplayHandle]]:
+    """Factory fixture: ``ftpdiag_replay("session.jsonl", session=None, timing="recorded")``
+    serves the recorded server on 127.0.0.1 (``.address``); stopped at the end of the test."""
+    started = request.node.stash.setdefault(_REPLAYS, [])
+
+    def factory(
+        source: Path | str | list[dict[str, Any]], session: str | None = None, **options: Any
+    ) -> ReplayHandle:
+        handle = start_replay(source, session, **options)
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()
+
+
+def replay_failures(handles: list[ReplayHandle]) -> str:
+    """What the replays of a test did not expect, one line per command (empty: all matched)."""
+    return "\n".join(
+        f"replay of session {h.script.session}: expected {m['expected'] or '(end of recording)'},"
+        f" got {m['actual']}"
+        for h in handles
+        for m in h.mismatches
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test whose replay saw an unexpected command fails, even when its client coped with
+    the 500 it got: the recording no longer describes what the test does."""
+    report = yield
+    failures = replay_failures(item.stash.get(_REPLAYS, [])) if call.when == "call" else ""
+    if failures:
+        text = f"the replayed server got commands it did not expect:\n{failures}"
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        else:
+            report.sections.append(("ftpdiag replay", text))
+    return report

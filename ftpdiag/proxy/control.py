@@ -56,6 +56,7 @@ from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.immediate import ImmediateSender
 from ftpdiag.proxy.internal import describe
+from ftpdiag.proxy.recording import DataRecording
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -81,6 +82,7 @@ class ProxySettings:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     tls: ProxyTLS = field(default_factory=ProxyTLS)
     lang: str = "en"
+    record_data: DataRecording | None = None
 
 
 def _tune_control_socket(transport: Any) -> None:
@@ -319,6 +321,10 @@ class ClientControl(ImmediateSender):
     def _pipe(self, pipe_id: int) -> DataPipe:
         pipe = self.pipes.get(pipe_id)
         if pipe is None:
+            recording = self.factory.settings.record_data
+            tap = None
+            if recording is not None:
+                tap = recording.tap(self.sid, pipe_id, self._data_recorded)
             pipe = DataPipe(
                 pipe_id,
                 self.reactor,
@@ -326,9 +332,13 @@ class ClientControl(ImmediateSender):
                 self.factory.settings.data,
                 self._start_data_tls,
                 self.remember_upstream_session,
+                tap,
             )
             self.pipes[pipe_id] = pipe
         return pipe
+
+    def _data_recorded(self, fields: dict[str, Any]) -> None:
+        self.factory.sink("transfer.data", {"session": self.sid, **fields})
 
     def _start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
         """Data-channel TLS; toward the server it resumes the newest session with the server

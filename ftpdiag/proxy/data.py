@@ -5,7 +5,7 @@ Each end is accepted on a one-shot listener or dialled. The end that connects fi
 are registered as each other's streaming producers, so a slow reader slows the writer and the
 proxy holds at most about one read buffer per direction. Closure is mirrored: an EOF becomes a
 flushed close on the other end, a reset becomes an abort. The only per-chunk work is a length
-addition and a write.
+addition and a write (and, with ``--record-data``, the tap's copy: such pipes are not spliced).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ftpdiag.core.events import (
 )
 from ftpdiag.proxy import splice
 from ftpdiag.proxy.addresses import host_port
+from ftpdiag.proxy.recording import DataTap
 from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
 READ_SIZE = 1 << 20
@@ -99,6 +100,8 @@ class DataEnd(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
+        if self.pipe.tap is not None and self.side == "server":
+            self.pipe.tap.write(data)
         other = self.pipe.ends[OTHER[self.side]]
         if other is not None:
             other.tcp.write(data)
@@ -169,6 +172,7 @@ class DataPipe:
         timeouts: DataTimeouts,
         start_tls: Callable[[Any, Side, bool], None] | None = None,
         remember_session: Callable[[Any], None] | None = None,
+        tap: DataTap | None = None,
     ) -> None:
         self.id = pipe_id
         self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
@@ -190,6 +194,8 @@ class DataPipe:
         self._finished_directions = 0
         self._start_tls = start_tls
         self.remember_session = remember_session
+        #: ``--record-data``: keeps what the server sends (see ``proxy/recording.py``).
+        self.tap = tap
 
     def start_tls(self, transport: Any, side: Side, normal: bool) -> None:
         assert self._start_tls is not None
@@ -236,7 +242,9 @@ class DataPipe:
                 end.tcp.pauseProducing()
             return
         self.started = self.reactor.seconds()
-        if self.timeouts.splice and splice.AVAILABLE and not self.tls_sides:
+        if self.tap is not None and not self.tap.accepts(bool(self.tls_sides)):
+            self.tap = None
+        if self.timeouts.splice and splice.AVAILABLE and not self.tls_sides and self.tap is None:
             self._start_splice()
         else:
             end.tcp.registerProducer(other.transport, True)
@@ -400,6 +408,8 @@ class DataPipe:
         if not self.finishing and sum(end is not None for end in self.ends.values()) < 2:
             return  # an end is still to be dialled once the transfer command comes
         self.done = True
+        if self.tap is not None:
+            self.tap.close()
         for name in list(self.timers):
             self._cancel_timer(name)
         if self.progress is not None and self.progress.running:

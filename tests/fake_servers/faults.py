@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from ftpdiag.replay.tcp import unacked_bytes
 
 from ._pyftpdlib import DTPHandler, FTPHandler, ThrottledDTPHandler, logger
 
@@ -265,25 +266,6 @@ def _cutoff_mixin(
                 _trip(self, _Cutoff, action)
 
     return _Cutoff
-
-
-def _unacked_bytes(sock: socket.socket) -> int:
-    """Bytes sent but not yet acknowledged by the peer (Linux SIOCOUTQ).
-
-    Returns 0 where the ioctl is unavailable, which merely makes the reset
-    fault slightly less deterministic on those platforms.
-    """
-    if not sys.platform.startswith("linux"):
-        return 0
-    import fcntl
-    import termios
-
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    value: int = struct.unpack("i", raw)[0]
-    return value
 
 
 # ---------------------------------------------------------------------------
@@ -646,7 +628,7 @@ class ResetDataAfter(Fault):
                     return
                 if (
                     not dtp.receive
-                    and _unacked_bytes(dtp.socket) > 0
+                    and unacked_bytes(dtp.socket) > 0
                     and time.monotonic() < deadline
                 ):
                     dtp.call_later(0.005, attempt)
