@@ -296,3 +296,39 @@ def test_report_verdict_follows_the_outcome() -> None:
     html = build_report(records)
     assert "All 2 operations succeeded." in html
     assert "Something went wrong" not in html and "No problem found" in html
+
+
+def test_a_refused_size_the_client_quits_on_is_the_failed_download() -> None:
+    """curl asks SIZE before RETR and, told 550, quits: the download failed, not found."""
+    out = run(
+        greeting(),
+        *login(),
+        command("SIZE", "missing.bin"),
+        reply(550, "/missing.bin is not retrievable.", "SIZE", "missing.bin"),
+        command("QUIT"),
+        reply(221, "Goodbye", "QUIT"),
+        close(),
+    )
+    assert errors(out) == ["file.not_found"]
+    s = summary(out)
+    assert s["root_cause"]["rule"] == "file.not_found" and s["failed"] == 1
+    assert s["failed_operations"] == [
+        {"kind": "download", "command": "RETR", "arg": "missing.bin", "code": 550}
+    ]
+
+
+@pytest.mark.parametrize("then", ["RETR", "STOR"])
+def test_a_refused_size_the_client_goes_on_from_is_an_info_note(then: str) -> None:
+    """A client that asks SIZE of a file it then uploads (or downloads anyway) recovered."""
+    transfer = download("x.bin") if then == "RETR" else upload("x.bin")
+    out = run(
+        greeting(),
+        *login(),
+        command("SIZE", "x.bin"),
+        reply(550, "No such file", "SIZE", "x.bin"),
+        *transfer,
+        command("QUIT"),
+        reply(221, "Goodbye", "QUIT"),
+        close(),
+    )
+    assert errors(out) == [] and summary(out)["root_cause"] is None

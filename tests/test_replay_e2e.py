@@ -432,7 +432,8 @@ def test_recorded_bytes_are_served(
 
 
 def test_odd_multiline_reply(replayed: Replayed) -> None:
-    """A 214 whose inner line starts '211 ' comes back as it was, and is diagnosed again."""
+    """A 214 whose inner line starts '211 ' comes back as it was, and ftpdiag judges it alike
+    (a warning under a session whose HELP worked)."""
 
     def helper(ftp: ftplib.FTP, seen: list[Any]) -> None:
         seen.append(ftp.sendcmd("HELP"))
@@ -442,7 +443,7 @@ def test_odd_multiline_reply(replayed: Replayed) -> None:
         server={"handler_base": InnerCodeHelpHandler},
     )
     assert "\n211 USER PASS RETR STOR (this line looks like the end of a reply)\n" in seen[2]
-    assert cause == ["protocol.multiline_mismatch"]
+    assert cause == [None]  # a warning, not a root cause: the HELP the user asked for worked
 
 
 def test_greeting_missing(replayed: Replayed) -> None:
@@ -496,7 +497,7 @@ def test_line_that_is_no_reply(replayed: Replayed) -> None:
 
     seen, cause = replayed(ftplib_session(noop), Unsolicited("this is not a reply", "NOOP"))
     assert seen[2:4] == ["200 I successfully did nothing'.", "this is not a reply"]
-    assert cause == ["protocol.malformed_reply"]
+    assert cause == [None]  # a warning, not a root cause: the NOOP worked
 
 
 def test_client_abor_mid_download(replayed: Replayed) -> None:
@@ -517,4 +518,4 @@ def test_client_abor_mid_download(replayed: Replayed) -> None:
 
     seen, cause = replayed(client, SlowData(200_000))
     assert seen[3].startswith("426") and seen[4].startswith("226")
-    assert cause == ["transfer.aborted"]
+    assert cause == [None]  # the client stopped the download on purpose

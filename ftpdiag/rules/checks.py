@@ -286,7 +286,9 @@ def transfers(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Find
         "aborted_by": f.get("aborted_by"),
         "resume_at": moved + rest,
     }
-    stopped = _client_stopped(f, rest)
+    # A client that hangs up on a stalled transfer gave up because of the stall (already
+    # diagnosed), not on purpose.
+    stopped = None if pipe in view.stalled else _client_stopped(f, rest)
     if stopped is not None and not (
         isinstance(outcome, int) and outcome // 100 == 2 and moved == expected
     ):
@@ -446,6 +448,39 @@ def upstream(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Findi
         yield Finding("control.dropped_during_transfer", None, dict(f))
 
 
+#: Probes that name a file: a refusal of one is a refusal of that file.
+LOOKUP_VERBS = frozenset({"SIZE", "MDTM", "MLST"})
+#: Commands that neither act on nor replace a pending lookup.
+_BOOKKEEPING = frozenset({"QUIT", "NOOP", "TYPE", "PWD", "XPWD"})
+
+
+@handles("reply", "command", "session.close")
+def gave_up_after_lookup(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
+    """A client that asks SIZE (or MDTM, MLST) of a file, is told it does not exist or may
+    not be read (RFC 3659 §4.2, §5: 550), and then leaves without asking anything else (curl
+    does so before RETR) failed to get that file: the refused probe is the failure."""
+    if event == "reply":
+        view.refused_lookup = None
+        text = str(f.get("text") or "")
+        if f.get("command") in LOOKUP_VERBS and f["code"] in (550, 553) and f.get("arg"):
+            evidence = {**_reply_evidence(f), "path": f.get("arg"), "gave_up": True}
+            permission = bool(_PERMISSION.search(text))
+            view.refused_lookup = {"permission": permission, "evidence": evidence}
+        return
+    pending = view.refused_lookup
+    if pending is None:
+        return
+    if event == "command" and f.get("verb") not in _BOOKKEEPING:
+        view.refused_lookup = None  # it went on to something else
+    elif event == "session.close" or (event == "command" and f.get("verb") == "QUIT"):
+        view.refused_lookup = None
+        evidence = pending["evidence"]
+        if pending["permission"]:
+            yield Finding("file.permission", evidence["code"], evidence)
+        else:
+            yield Finding("file.not_found", evidence["code"], evidence)
+
+
 def refused_probe(f: dict[str, Any]) -> Finding:
     """RFC 959 §4.2: 500-504 to an optional command only says the server lacks a feature, and
     a refused probe or nicety (``outcomes.is_probe``) is one the client carries on without."""
@@ -467,6 +502,7 @@ def catalog_fallback(event: str, f: dict[str, Any], view: SessionView) -> Iterat
 
 CHECKS: tuple[Check, ...] = (
     *SERVER_MESSAGE_CHECKS,
+    gave_up_after_lookup,
     greeting,
     login,
     passive_address,

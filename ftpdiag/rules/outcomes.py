@@ -212,6 +212,9 @@ class Outcomes:
                 d.get("code"),
             )
             return
+        if evidence.get("gave_up"):  # a refused SIZE the client quit on: its download failed
+            self._end(Operation("download", "RETR", evidence.get("path")), "failed", d.get("code"))
+            return
         status = _STATUS_OF_RULE.get(str(rule))
         if status is None:
             return

@@ -37,6 +37,9 @@ class SessionView:
     active_pipes: set[int] = field(default_factory=set)
     no_completion: set[int] = field(default_factory=set)
     control_dropped: bool = False
+    # A SIZE/MDTM/MLST of a file answered "not found"/"denied", not yet followed by another
+    # command: if the client quits next, that refusal is why (curl gives up after SIZE).
+    refused_lookup: dict[str, Any] | None = None
     slow_reply_ms: float = 2000.0
     upstream_mode: str = "same"
     falling_back: bool = False
