@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ftpdiag.capture import CaptureError
-from ftpdiag.rules.catalog import LANGUAGES
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
 from ftpdiag.rules.engine import Diagnoser
 
 EVIDENCE_LINES = 6
@@ -60,11 +60,12 @@ def analyze_indexed(
             yield index, {"event": name, "session": sid, **produced}
 
 
-def _bad_json_lines(label: str, data: bytes) -> None:
+def _bad_json_lines(source: str, data: bytes) -> None:
     from ftpdiag.importers.jsonl import parse_lines
 
     for number in parse_lines(data)[1]:
-        print(f"ftpdiag: warning: {label}:{number} is not JSON; skipped", file=sys.stderr)
+        warning = label("cli.not_json", path=source, line=number)
+        print(label("cli.warning", message=warning), file=sys.stderr)
 
 
 def read_records(paths: list[str]) -> list[dict[str, Any]]:
@@ -149,7 +150,7 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     from ftpdiag import importers
     from ftpdiag.console import ConsoleRenderer
 
-    label = "standard input" if path == "-" else path
+    source = "standard input" if path == "-" else path
     data: bytes | None = None  # standard input is read whole (a paste); files by the format
     try:
         if path == "-":
@@ -158,26 +159,25 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
         else:
             found = importers.read_path(path, args.input)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {label}: {exc.strerror}", file=sys.stderr)
+        message = label("cli.cannot_read", path=source, reason=exc.strerror)
+        print(error_line(message), file=sys.stderr)
         return 2
     except CaptureError as exc:
-        print(f"ftpdiag: error: {label}: {exc}", file=sys.stderr)
+        print(error_line(f"{source}: {exc}"), file=sys.stderr)
         return 2
     if found is None:
         names = ", ".join(importers.formats())
-        print(
-            f"ftpdiag: error: {label}: no FTP commands or replies found (formats: {names})",
-            file=sys.stderr,
-        )
+        message = f"{source}: no FTP commands or replies found (formats: {names})"
+        print(error_line(message), file=sys.stderr)
         return 2
     fmt, sessions = found
     if not any(sessions):
-        print(f"ftpdiag: error: {label}: nothing in it reads as {fmt.name}", file=sys.stderr)
+        print(error_line(f"{source}: nothing in it reads as {fmt.name}"), file=sys.stderr)
         return 2
-    lang = args.lang or "en"
+    lang = resolve(args.lang)
     own_log = fmt.name == "jsonl"
     if own_log:
-        _bad_json_lines(label, data if data is not None else Path(path).read_bytes())
+        _bad_json_lines(source, data if data is not None else Path(path).read_bytes())
     records = [record for session in sessions for record in session]
     # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
     results = analyze_records(records, lang, facts=not own_log or args.format == "markdown")
@@ -185,22 +185,22 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
         from ftpdiag.core.facts import level_of
 
         if not own_log:
-            head = {"event": "analyze.input", "input": fmt.name, "path": label}
+            head = {"event": "analyze.input", "input": fmt.name, "path": source}
             print(json.dumps({**head, "sessions": len(sessions)}, ensure_ascii=False))
         for result in results:
             if not own_log:  # the rebuilt log, with the level the proxy would have given
                 result = {**result, "level": level_of(result["event"], result)}
             print(json.dumps(result, ensure_ascii=False))
     elif args.format == "markdown":
-        print(markdown(results, fmt.name, label, lang), end="")
+        print(markdown(results, fmt.name, source, lang), end="")
     else:
         words = _labels(lang)
         if not own_log:
             header = words["read_as"].format(
-                source=label, format=fmt.name, description=fmt.description, sessions=len(sessions)
+                source=source, format=fmt.name, description=fmt.description, sessions=len(sessions)
             )
             print(f"---- {header}")
-        render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True)
+        render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True, lang=lang)
         unknown = words["unknown_peer"]
         for result in results:
             if result["event"] == "session.open":  # a log that does not name the peers
@@ -236,5 +236,5 @@ def register(sub: Any) -> None:
         default="text",
         help="console text, the rebuilt JSON-lines log, or a Markdown block for a forum reply",
     )
-    p.add_argument("--lang", choices=LANGUAGES, help="language of the explanations")
+    add_lang_argument(p)
     p.set_defaults(func=run)

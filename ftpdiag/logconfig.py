@@ -23,6 +23,7 @@ import structlog
 
 from ftpdiag.console import ConsoleRenderer
 from ftpdiag.core.facts import level_of
+from ftpdiag.i18n import label
 
 EventDict = MutableMapping[str, Any]
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
@@ -73,7 +74,8 @@ class Sink:
             self.broken = True
             with contextlib.suppress(OSError, ValueError):
                 name = getattr(self.stream, "name", "log")
-                sys.stderr.write(f"ftpdiag: warning: cannot write to {name}: {exc}; log stopped\n")
+                warning = label("cli.cannot_write", name=name, reason=exc)
+                sys.stderr.write(label("cli.warning", message=warning) + "\n")
 
 
 MAX_FIELD = 4096
@@ -146,9 +148,11 @@ def configure(
     verbosity: int = 0,
     color: bool | None = None,
     outputs: Sequence[Output] = (),
+    lang: str = "en",
 ) -> None:
     """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose.
-    ``outputs`` get every record after the console and the file (``--report-dir``)."""
+    ``outputs`` get every record after the console and the file (``--report-dir``); ``lang``
+    is the language of the console's labels (the JSON lines keep their field names)."""
     sinks: list[Output] = []
     if console is not None:
         console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -156,7 +160,7 @@ def configure(
             sinks.append(Sink(console, render_json, console_level))
         else:
             use_color = console.isatty() if color is None else color
-            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0)
+            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0, lang=lang)
             sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))

@@ -8,7 +8,6 @@ raises :class:`CatalogError` with the file, the code and the field at fault.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any, cast
 
 from ftpdiag.core.facts import SEVERITY_ORDER, Severity
 from ftpdiag.core.messages import is_standard_code
+from ftpdiag.i18n import LANGUAGES, default_lang
 
 __all__ = [
     "HEADING_KEYS",
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 
-LANGUAGES: tuple[str, ...] = ("en", "vi")
 SEVERITIES: frozenset[str] = frozenset(SEVERITY_ORDER)
 STATE_TAGS: frozenset[str] = frozenset(
     {
@@ -188,8 +187,14 @@ class Catalog:
         )
         self.next = _string_table(tables["class_next"], CLASS_KEYS, f"{source}: [meta.class_next]")
         self.groups = _string_table(tables["groups"], GROUP_KEYS, f"{source}: [meta.groups]")
-        self.nonstandard_title = _require_str(
-            tables["nonstandard"], "title", f"{source}: [meta.nonstandard]"
+        nonstandard, where = tables["nonstandard"], f"{source}: [meta.nonstandard]"
+        self.nonstandard_title = _require_str(nonstandard, "title", where)
+        # The marker of a code in 100..699 that no RFC defines (231, 430 …); the title is the
+        # class label of the Winsock codes outside that range.
+        self.nonstandard_marker = (
+            _require_str(nonstandard, "marker", where)
+            if "marker" in nonstandard
+            else self.nonstandard_title
         )
         generic = _string_table(tables["generic"], PROSE_FIELDS, f"{source}: [meta.generic]")
         for field, template in generic.items():
@@ -511,14 +516,3 @@ def load_catalog(lang: str = "en") -> Catalog:
     except OSError as exc:
         raise CatalogError(f"{source}: cannot read catalog: {exc}") from exc
     return Catalog.from_bytes(data, source, lang)
-
-
-def default_lang(environ: Mapping[str, str] | None = None) -> str:
-    """Pick the catalog language from LC_ALL, LC_MESSAGES, LANG: "vi..." means "vi", else "en"."""
-    if environ is None:
-        environ = os.environ
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = environ.get(name, "")
-        if value:
-            return "vi" if value.lower().startswith("vi") else "en"
-    return "en"
