@@ -90,6 +90,15 @@ DIAGNOSED: dict[tuple[str, str, str], set[str]] = {
         for fault in ("rst", "close")
         for phase in MID
     },
+    # The client's ABOR may end the transfer before the server's fault reaches the proxy.
+    **{
+        ("server", fault, "abor"): {
+            "control.dropped_during_transfer",
+            "transfer.interrupted",
+            "transfer.client_stopped",
+        }
+        for fault in ("rst", "close")
+    },
 }
 
 
