@@ -182,7 +182,7 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     # The Markdown evidence quotes commands and replies, even those of ftpdiag's own log.
     results = analyze_records(records, lang, facts=not own_log or args.format == "markdown")
     if args.format == "json":
-        from ftpdiag.logconfig import level_of
+        from ftpdiag.core.facts import level_of
 
         if not own_log:
             head = {"event": "analyze.input", "input": fmt.name, "path": source}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
+from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.i18n import (
     add_lang_argument,
@@ -424,7 +425,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             sandbox.stop()
         return 2
     listen = proxy.address
-    fields: dict[str, Any] = {"listen": listen, "upstream": f"{upstream[0]}:{upstream[1]}"}
+    fields: dict[str, Any] = {"listen": listen, "upstream": show(upstream)}
     if sandbox is not None:
         fields.update(
             sandbox=True,

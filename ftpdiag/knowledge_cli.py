@@ -15,12 +15,14 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ftpdiag.core.messages import is_standard_code
 from ftpdiag.i18n import add_lang_argument, error_line, label, lang_from_argv, resolve, use
 from ftpdiag.rules.catalog import (
     STATE_TAGS,
     Catalog,
     CatalogError,
     Explanation,
+    first_sentence,
     load_catalog,
 )
 
@@ -29,7 +31,6 @@ __all__ = ["WIDTH", "build_parser", "main", "register"]
 WIDTH = 100
 _INDENT = "    "
 _CODE_RE = re.compile(r"[1-9][0-9]{2,}")
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s")
 
 
 class UsageError(Exception):
@@ -143,14 +144,10 @@ def _state_tags(raw: Sequence[str]) -> frozenset[str]:
 # -- shared helpers ----------------------------------------------------------------------------
 
 
-def _first_sentence(text: str) -> str:
-    return _SENTENCE_END_RE.split(text.strip(), maxsplit=1)[0]
-
-
 def _class_label(catalog: Catalog, code: int) -> str:
     """``"4xx Transient Negative"``, or the non-standard label outside 100..699."""
     name = catalog.class_name(code)
-    return f"{str(code)[0]}xx {name}" if 100 <= code <= 699 else name
+    return f"{str(code)[0]}xx {name}" if is_standard_code(code) else name
 
 
 def _group_label(catalog: Catalog, code: int) -> str:
@@ -170,7 +167,7 @@ def _explanation_json(catalog: Catalog, exp: Explanation) -> dict[str, Any]:
         "lang": exp.lang,
         "title": exp.title,
         "class": exp.reply_class,
-        "class_digit": str(exp.code)[0] if 100 <= exp.code <= 699 else None,
+        "class_digit": str(exp.code)[0] if is_standard_code(exp.code) else None,
         "group": exp.group,
         "severity": exp.severity,
         "standard": exp.standard,
@@ -307,7 +304,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _which(exp: Explanation) -> str:
-    return f"{_first_sentence(exp.description)} {_first_sentence(exp.when)}"
+    return f"{first_sentence(exp.description)} {first_sentence(exp.when)}"
 
 
 def _compare_json(catalog: Catalog, pair: tuple[Explanation, Explanation]) -> dict[str, Any]:
@@ -412,7 +409,7 @@ def run_codes(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     selected = []
     for code in catalog.codes():
-        in_range = 100 <= code <= 699
+        in_range = is_standard_code(code)
         if args.reply_class is not None and not (in_range and str(code)[0] == args.reply_class):
             continue
         if args.group is not None and not (in_range and str(code)[1] == args.group):

@@ -22,39 +22,13 @@ import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
+from ftpdiag.core.facts import level_of
 from ftpdiag.i18n import label
 
 EventDict = MutableMapping[str, Any]
-DEBUG_EVENTS = frozenset(
-    {
-        "data.listen",
-        "data.connect",
-        "data.close",
-        "data.passive",
-        "upstream.connect",
-        "control.closed",
-    }
-)
-SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
-
-
-WARNING_EVENTS = frozenset(
-    {"proxy.exposed", "tls.insecure", "proxy.internal_error", "report.failed"}
-)
 #: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
 JSON_ONLY_FIELDS = frozenset({"traceback"})
-
-
-def level_of(event: str, fields: dict[str, Any]) -> str:
-    """The log level of a record: diagnoses by severity, data-channel detail at debug."""
-    if event in WARNING_EVENTS:
-        return "warning"
-    if event == "diagnosis":
-        return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
-    if event in DEBUG_EVENTS:
-        return "debug"
-    return "info"
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:

@@ -15,12 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from ftpdiag.core.messages import REDACTED, Reply, ReplyAssembler, parse_command
-from ftpdiag.core.transfers import TRANSFER_VERBS
+from ftpdiag.core.transfers import TRANSFER_VERBS, UPLOAD_VERBS
 
 Record = dict[str, Any]
 _PASSIVE = frozenset({"PASV", "EPSV"})
 _ACTIVE = frozenset({"PORT", "EPRT"})
-_UPLOADS = frozenset({"STOR", "STOU", "APPE"})
 _LISTINGS = frozenset({"LIST", "NLST", "MLSD"})
 
 
@@ -323,7 +322,7 @@ class SessionBuilder:
     def _start_fields(self, transfer: _Transfer) -> dict[str, Any]:
         direction = (
             "upload"
-            if transfer.command in _UPLOADS
+            if transfer.command in UPLOAD_VERBS
             else "listing"
             if transfer.command in _LISTINGS
             else "download"

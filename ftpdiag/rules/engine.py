@@ -25,7 +25,6 @@ from ftpdiag.rules.finding import Finding, by_event
 from ftpdiag.rules.outcomes import Outcomes, is_probe
 from ftpdiag.rules.view import SessionView
 
-SEVERITIES = frozenset({"info", "warning", "error"})
 _ROUTES = by_event(CHECKS)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
