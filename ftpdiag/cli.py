@@ -7,13 +7,22 @@ import contextlib
 import ipaddress
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
+from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
-from ftpdiag.rules.catalog import default_lang
+from ftpdiag.i18n import (
+    add_lang_argument,
+    error_line,
+    label,
+    lang_from_argv,
+    resolve,
+    reword,
+    use,
+)
 
 if TYPE_CHECKING:
     from ftpdiag.proxy.tls import ProxyTLS
@@ -22,11 +31,38 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "127.0.0.1:2121"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, with its own words ("usage:") in the current language."""
+
+    def add_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None = None,
+    ) -> None:
+        super().add_usage(
+            usage, actions, groups, label("help_words.usage") if prefix is None else prefix
+        )
+
+
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments give one line on stderr and exit status 2, never a usage dump."""
+    """Bad arguments give one line on stderr and exit status 2, never a usage dump; the
+    words argparse adds itself (section titles, -h, usage) are in the current language."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._positionals.title = label("help_words.positionals")
+        self._optionals.title = label("help_words.options")
+        for action in self._actions:
+            if isinstance(action, argparse._HelpAction):
+                action.help = label("help_words.help")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return _Formatter(prog=self.prog)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ftpdiag: error: {message}\n")
+        self.exit(2, error_line(reword("argparse", message)) + "\n")
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -35,23 +71,23 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: missing ']' after an IPv6 address")
+            raise argparse.ArgumentTypeError(label("cli.missing_bracket", text=text))
         host, rest = text[1:end], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected ':PORT' after ']'")
+            raise argparse.ArgumentTypeError(label("cli.port_after_bracket", text=text))
         port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     elif text.count(":") > 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: write IPv6 addresses as [ADDR]:PORT")
+        raise argparse.ArgumentTypeError(label("cli.ipv6_brackets", text=text))
     if not host:
-        raise argparse.ArgumentTypeError(f"{text!r}: missing host")
+        raise argparse.ArgumentTypeError(label("cli.missing_host", text=text))
     if not port_text:
         if default_port is None:
-            raise argparse.ArgumentTypeError(f"{text!r}: missing :PORT")
+            raise argparse.ArgumentTypeError(label("cli.missing_port", text=text))
         return host, default_port
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: port must be a number from 0 to 65535")
+        raise argparse.ArgumentTypeError(label("cli.bad_port", text=text))
     return host, int(port_text)
 
 
@@ -60,7 +96,7 @@ def _listen_arg(text: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: listen on a numeric address") from None
+        raise argparse.ArgumentTypeError(label("cli.numeric_listen", text=text)) from None
     return host, port
 
 
@@ -72,100 +108,96 @@ def _cidr_arg(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address or CIDR network") from None
+        raise argparse.ArgumentTypeError(label("cli.bad_cidr", text=text)) from None
 
 
 def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(label("cli.not_number", text=text)) from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+        raise argparse.ArgumentTypeError(label("cli.negative", text=text))
     return value
 
 
 def _add_proxy(sub: Any) -> None:
     p = sub.add_parser(
-        "proxy", help="run the diagnostic proxy", description="Run the diagnostic proxy."
+        "proxy", help=label("help.proxy"), description=label("help.proxy_description")
     )
     p.add_argument(
         "--listen",
         type=_listen_arg,
         default=_listen_arg(DEFAULT_LISTEN),
         metavar="HOST:PORT",
-        help=f"where clients connect (default {DEFAULT_LISTEN}; IPv6 as [::1]:2121)",
+        help=label("help.listen", default=DEFAULT_LISTEN),
     )
     p.add_argument(
         "--upstream",
         type=_upstream_arg,
         metavar="HOST[:PORT]",
-        help="the FTP server (default: a built-in pyftpdlib sandbox)",
+        help=label("help.upstream"),
     )
-    p.add_argument("--log-file", type=Path, metavar="PATH", help="append JSON lines to PATH")
+    p.add_argument("--log-file", type=Path, metavar="PATH", help=label("help.log_file"))
     p.add_argument(
         "--log-format",
         choices=("console", "json"),
-        help="terminal format (default: console on a TTY, else json)",
+        help=label("help.log_format"),
     )
-    p.add_argument(
-        "-v", "--verbose", action="store_true", help="explain every reply; show data-channel detail"
-    )
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="only warnings and errors on the terminal"
-    )
+    p.add_argument("-v", "--verbose", action="store_true", help=label("help.verbose"))
+    p.add_argument("-q", "--quiet", action="store_true", help=label("help.quiet"))
     p.add_argument(
         "--upstream-mode",
         choices=("same", "passive", "active", "auto"),
         default="same",
-        help="data mode toward the server (default: the client's)",
+        help=label("help.upstream_mode"),
     )
     p.add_argument(
         "--use-pasv-address",
         action="store_true",
-        help="dial the address inside 227 replies instead of the control peer",
+        help=label("help.use_pasv_address"),
     )
     p.add_argument(
         "--connect-timeout",
         type=_positive,
         default=10.0,
         metavar="S",
-        help="upstream connect timeout (default 10)",
+        help=label("help.connect_timeout"),
     )
     p.add_argument(
         "--greeting-timeout",
         type=_positive,
         default=10.0,
         metavar="S",
-        help="how long to wait for the server's greeting (default 10)",
+        help=label("help.greeting_timeout"),
     )
     p.add_argument(
         "--data-timeout",
         type=_positive,
         default=30.0,
         metavar="S",
-        help="how long a data connection may take to appear (default 30)",
+        help=label("help.data_timeout"),
     )
     p.add_argument(
         "--data-stall-timeout",
         type=_positive,
         default=300.0,
         metavar="S",
-        help="end a data connection on which nothing moved this long (default 300; 0: never)",
+        help=label("help.data_stall_timeout"),
     )
     p.add_argument(
         "--idle-timeout",
         type=_positive,
         default=0.0,
         metavar="S",
-        help="close sessions idle this long (default 0: never)",
+        help=label("help.idle_timeout"),
     )
     p.add_argument(
         "--max-line",
         type=int,
         default=8192,
         metavar="BYTES",
-        help="longest control line accepted (default 8192)",
+        help=label("help.max_line"),
     )
     p.add_argument(
         "--allow-client",
@@ -173,90 +205,93 @@ def _add_proxy(sub: Any) -> None:
         action="append",
         default=[],
         metavar="CIDR",
-        help="accept clients only from these networks (repeatable)",
+        help=label("help.allow_client"),
     )
     p.add_argument(
-        "--max-sessions", type=int, default=0, metavar="N", help="refuse beyond N sessions"
+        "--max-sessions", type=int, default=0, metavar="N", help=label("help.max_sessions")
     )
     p.add_argument(
         "--max-sessions-per-client",
         type=int,
         default=0,
         metavar="N",
-        help="refuse beyond N sessions from one client address",
+        help=label("help.max_sessions_per_client"),
     )
-    p.add_argument(
-        "--lang", choices=("en", "vi"), help="language of explanations (default from the locale)"
-    )
+    add_lang_argument(p)
     p.add_argument(
         "--report-dir",
         type=Path,
         metavar="DIR",
-        help="write an HTML report of each session to DIR when it closes",
+        help=label("help.report_dir"),
     )
-    rec = p.add_argument_group("recording data (for ftpdiag replay)")
+    rec = p.add_argument_group(label("help.record_group"))
     rec.add_argument(
         "--record-data",
         type=Path,
         metavar="DIR",
-        help="keep the bytes the server sends on each data connection in DIR (files 0600)",
+        help=label("help.record_data"),
     )
     rec.add_argument(
         "--record-data-max",
         type=int,
         default=64 << 20,
         metavar="BYTES",
-        help="keep at most BYTES of each transfer (default 64 MiB)",
+        help=label("help.record_data_max"),
     )
     rec.add_argument(
         "--record-tls-data",
         action="store_true",
-        help="also keep the bytes of TLS-protected (PROT P) data connections",
+        help=label("help.record_tls_data"),
     )
-    tls = p.add_argument_group("TLS (FTPS)")
+    tls = p.add_argument_group(label("help.tls_group"))
     tls.add_argument(
         "--listen-tls",
         choices=("off", "explicit", "implicit"),
         default="explicit",
-        help="toward clients: refuse AUTH TLS, accept it (default), or TLS from the start",
+        help=label("help.listen_tls"),
     )
     tls.add_argument(
         "--upstream-tls",
         choices=("auto", "off", "explicit", "implicit"),
         default="auto",
-        help="toward the server: as the client does (default), never,"
-        " always via AUTH TLS, or TLS from the start (port 990 style)",
+        help=label("help.upstream_tls"),
     )
     tls.add_argument(
         "--tls",
         choices=("intercept", "passthrough"),
         default="intercept",
-        help="terminate TLS and keep diagnosing (default), or relay it unread",
+        help=label("help.tls"),
     )
     tls.add_argument(
         "--tls-cert",
         type=Path,
         metavar="PEM",
-        help="certificate chain to show clients (default: minted by the local CA)",
+        help=label("help.tls_cert"),
     )
-    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help=label("help.tls_key"))
     tls.add_argument(
         "--upstream-ca",
         type=Path,
         metavar="PEM",
-        help="extra CA certificates to trust for the server",
+        help=label("help.upstream_ca"),
     )
     tls.add_argument(
         "--insecure",
         action="store_true",
-        help="do not verify the server's certificate (logged as a warning)",
+        help=label("help.insecure"),
     )
     p.set_defaults(func=run_proxy)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ftpdiag", description="A live FTP session diagnostic proxy.")
-    parser.add_argument("--version", action="version", version=f"ftpdiag {__version__}")
+    parser = _Parser(prog="ftpdiag", description=label("help.description"))
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"ftpdiag {__version__}",
+        help=label("help_words.version"),
+    )
+    add_lang_argument(parser)  # also before the command: ftpdiag --lang vi demo
     sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )
@@ -281,13 +316,14 @@ def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, Report
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
     reports = None
     if args.report_dir:
-        reports = ReportSink(args.report_dir, args.lang or default_lang(), emit, background=True)
+        reports = ReportSink(args.report_dir, args.lang, emit, background=True)
     configure(
         sys.stderr,
         fmt,
         log_file,
         verbosity=-1 if args.quiet else (1 if args.verbose else 0),
         outputs=[reports] if reports else (),
+        lang=args.lang,
     )
     return log_file, reports
 
@@ -315,7 +351,7 @@ def _proxy_tls(args: argparse.Namespace, upstream: tuple[str, int]) -> ProxyTLS:
                 {
                     "ca": str(ca.cert),
                     "created": created,
-                    "hint": f"clients must trust {ca.cert} (curl --cacert, lftp ssl:ca-file)",
+                    "hint": label("hint.tls_ca", ca=ca.cert),
                 },
             )
     if args.insecure:
@@ -337,12 +373,12 @@ def run_proxy(args: argparse.Namespace) -> int:
     try:
         log_file, reports = _configure_logging(args)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot open log file: {exc.strerror}", file=sys.stderr)
+        print(error_line(label("cli.cannot_open_log", reason=exc.strerror)), file=sys.stderr)
         return 2
     try:
         tls = _proxy_tls(args, args.upstream or ("127.0.0.1", 0))
     except (OSError, ValueError) as exc:
-        print(f"ftpdiag: error: TLS set-up failed: {exc}", file=sys.stderr)
+        print(error_line(label("cli.tls_setup", reason=exc)), file=sys.stderr)
         return 2
     sandbox = tmp = None
     upstream = args.upstream
@@ -363,7 +399,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     )
     settings = ProxySettings(
         tls=tls,
-        lang=args.lang or default_lang(),
+        lang=args.lang,
         upstream=upstream,
         session=config,
         data=DataTimeouts(connect=args.data_timeout, stall=args.data_stall_timeout),
@@ -380,16 +416,16 @@ def run_proxy(args: argparse.Namespace) -> int:
     try:
         proxy = start_proxy(reactor, args.listen, settings, emit, connector)
     except error.CannotListenError as exc:
+        address = f"{args.listen[0]}:{args.listen[1]}"
         print(
-            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}:"
-            f" {exc.socketError}",
+            error_line(label("cli.cannot_listen", address=address, reason=exc.socketError)),
             file=sys.stderr,
         )
         if sandbox is not None:
             sandbox.stop()
         return 2
     listen = proxy.address
-    fields: dict[str, Any] = {"listen": listen, "upstream": f"{upstream[0]}:{upstream[1]}"}
+    fields: dict[str, Any] = {"listen": listen, "upstream": show(upstream)}
     if sandbox is not None:
         fields.update(
             sandbox=True,
@@ -402,7 +438,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     if not args.allow_client and not ipaddress.ip_address(args.listen[0]).is_loopback:
         emit(
             "proxy.exposed",
-            {"listen": listen, "hint": "listening beyond loopback without --allow-client"},
+            {"listen": listen, "hint": label("hint.exposed")},
         )
     reactor.run()
     if sandbox is not None:
@@ -418,8 +454,13 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. The language (``--lang``, else the locale) is chosen before the parser
+    is built, so help texts and argument errors already speak it."""
+    line = sys.argv[1:] if argv is None else list(argv)
+    use(resolve(lang_from_argv(line)))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(line)
+    args.lang = use(resolve(args.lang or lang_from_argv(line)))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

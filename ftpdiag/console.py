@@ -11,6 +11,8 @@ import textwrap
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from ftpdiag.i18n import FALLBACK, labels, reword, word
+
 WIDTH = 100
 INDENT = " " * 15
 _RESET = "\x1b[0m"
@@ -34,10 +36,6 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _rate(n_bytes: int, duration_ms: float) -> str:
     """A rate worth reading: none for a transfer too small or quick to measure, else in the
     unit that fits (kB/s for a slow link, MB/s for a fast one)."""
@@ -50,11 +48,29 @@ def _rate(n_bytes: int, duration_ms: float) -> str:
 
 
 class ConsoleRenderer:
-    """Renders an event dict to coloured (or plain) text lines."""
+    """Renders an event dict to coloured (or plain) text lines, labels in ``lang``.
 
-    def __init__(self, color: bool = True, verbose: bool = False) -> None:
+    Values the log carries in English (sides, modes, severities, close reasons) are shown in
+    the chosen language when the labels know them, as they are otherwise."""
+
+    def __init__(self, color: bool = True, verbose: bool = False, lang: str = FALLBACK) -> None:
         self.color = color
         self.verbose = verbose
+        self.lang = lang
+        self._labels = labels(lang)
+
+    def label(self, key: str, **values: Any) -> str:
+        """The text of ``key`` (``console.…`` by default) in the renderer's language."""
+        template = self._labels[key if "." in key else f"console.{key}"]
+        return template.format(**values) if values else template
+
+    def word(self, table: str, value: object) -> str:
+        """A logged value (``side``, ``mode``, ``severity``, ``reason``) in words."""
+        return word(table, value, self.lang)
+
+    def count(self, key: str, n: object) -> str:
+        """``1 command``/``2 commands``: the singular form where the language has one."""
+        return self.label(f"{key}_one" if n == 1 else key, n=n)
 
     def paint(self, text: str, style: str) -> str:
         return f"{_STYLES[style]}{text}{_RESET}" if self.color else text
@@ -73,7 +89,7 @@ class ConsoleRenderer:
 
     # ---- one method per event ------------------------------------------------------
     def _session_open(self, ev: Mapping[str, Any]) -> str:
-        return f"⇄ session open   client {ev['client']} → upstream {ev['upstream']}"
+        return self.label("session_open", client=ev["client"], upstream=ev["upstream"])
 
     def _command(self, ev: Mapping[str, Any]) -> str:
         arg = f" {ev['arg']}" if ev.get("arg") else ""
@@ -93,7 +109,7 @@ class ConsoleRenderer:
 
     def _proxy_reply(self, ev: Mapping[str, Any]) -> str:
         return self.paint(f"⇠ {ev['code']} {ev['text']}", "yellow") + self.paint(
-            "  (from ftpdiag)", "dim"
+            "  " + self.label("from_ftpdiag"), "dim"
         )
 
     def _diagnosis(self, ev: Mapping[str, Any]) -> str:
@@ -108,70 +124,82 @@ class ConsoleRenderer:
         if ev.get("explanation"):
             parts.append(wrap.fill(str(ev["explanation"])))
         if ev.get("remedy") and ev.get("severity") != "info":
-            parts.append(wrap.fill("Fix: " + str(ev["remedy"])))
+            parts.append(wrap.fill(self.label("fix", remedy=ev["remedy"])))
         return "\n".join(parts)
 
     def _control_closed(self, ev: Mapping[str, Any]) -> str:
-        how = "cleanly" if ev.get("clean") else f"abruptly ({ev.get('detail')})"
-        return self.paint(f"⇄ {ev['side']} closed the control connection {how}", "dim")
+        how = (
+            self.label("cleanly")
+            if ev.get("clean")
+            else self.label("abruptly", detail=ev.get("detail"))
+        )
+        side = self.word("side", ev["side"])
+        return self.paint(self.label("control_closed", side=side, how=how), "dim")
+
+    def _client_error(self, ev: Mapping[str, Any]) -> str:
+        where = " (data connection)" if ev.get("channel") == "data" else ""
+        return self.paint(f"✗ {ev.get('source')}: {ev.get('message')}{where}", "red")
+
+    def _client_notice(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(f"⚠ {ev.get('source')}: {ev.get('message')}", "yellow")
+
+    def _log_partial(self, ev: Mapping[str, Any]) -> str:
+        unseen = " and ".join(str(u) for u in ev.get("unseen") or ())
+        return self.paint(f"… the log does not show the session's {unseen}", "dim")
 
     def _proxy_listen(self, ev: Mapping[str, Any]) -> str:
-        text = f"ftpdiag listening on {ev['listen']} → upstream {ev['upstream']}"
+        text = self.label("listening", listen=ev["listen"], upstream=ev["upstream"])
         if ev.get("sandbox"):
-            text += (
-                f"\n{INDENT}built-in sandbox server: user {ev['user']},"
-                f" password {ev['sandbox_password']},"
-                f" anonymous allowed\n{INDENT}try: {ev['try_cmd']}"
-            )
+            sandbox = self.label("sandbox", user=ev["user"], password=ev["sandbox_password"])
+            text += f"\n{INDENT}{sandbox}\n{INDENT}" + self.label("try", command=ev["try_cmd"])
         return self.paint(text, "bold")
 
     def _proxy_exposed(self, ev: Mapping[str, Any]) -> str:
-        return self.paint(
-            f"⚠ listening on {ev['listen']}, beyond loopback, without --allow-client: anyone who"
-            f" can reach this port can use the proxy.\n{INDENT}Fix: add --allow-client CIDR"
-            " (repeatable) for the clients you expect.",
-            "yellow",
+        text = (
+            self.label("exposed", listen=ev["listen"]) + f"\n{INDENT}" + self.label("exposed_fix")
         )
+        return self.paint(text, "yellow")
 
     def _access_refused(self, ev: Mapping[str, Any]) -> str:
-        text = f"⊘ refused client {ev['client']}: {ev['reason']} (answered 421)"
-        return self.paint(text, "yellow")
+        reason = reword("refusal", str(ev["reason"]), self.lang)
+        return self.paint(self.label("refused", client=ev["client"], reason=reason), "yellow")
 
     def _tls_ca(self, ev: Mapping[str, Any]) -> str:
         ca = ev["ca"]
-        state = "created its local CA" if ev.get("created") else "uses its local CA"
-        return self.paint(
-            f"FTPS: ftpdiag {state} at {ca}; clients must trust it to accept the certificates"
-            f" ftpdiag shows them.\n{INDENT}Trust it: curl --cacert {ca} …"
-            f"  (lftp: set ssl:ca-file {ca})",
-            "dim",
+        state = self.label("ca_created" if ev.get("created") else "ca_uses")
+        text = (
+            self.label("tls_ca", state=state, ca=ca)
+            + f"\n{INDENT}"
+            + self.label("tls_ca_trust", ca=ca)
         )
+        return self.paint(text, "dim")
 
     def _tls_insecure(self, ev: Mapping[str, Any]) -> str:
-        return self.paint(
-            f"⚠ --insecure: the certificate of {ev['upstream']} is not verified; anyone in the"
-            " path could impersonate the server.",
-            "yellow",
-        )
+        return self.paint(self.label("insecure", upstream=ev["upstream"]), "yellow")
 
     def _proxy_internal_error(self, ev: Mapping[str, Any]) -> str:
         message = f": {ev['message']}" if ev.get("message") else ""
-        victim = "this session got 421 and was closed; " if ev.get("session") else ""
-        return self.paint(
-            f"✗ internal error in ftpdiag, {ev['error']}{message} (at {ev.get('where')});"
-            f" {victim}please report this bug with the JSON log (--log-file) attached.",
-            "red",
+        victim = self.label("internal_victim") if ev.get("session") else ""
+        text = self.label(
+            "internal_error",
+            error=ev["error"],
+            message=message,
+            where=ev.get("where"),
+            victim=victim,
         )
+        return self.paint(text, "red")
 
     def _transfer_start(self, ev: Mapping[str, Any]) -> str:
         arrow = "⇣" if ev.get("direction") == "download" else "⇡"
         mode = ev.get("mode") or {}
-        return f"{arrow} {ev['command']} {ev.get('path', '')}  " + self.paint(
-            f"(client {mode.get('client')}, server {mode.get('server')}, TYPE {ev.get('type')}"
-            + (f", REST {ev['rest']}" if ev.get("rest") else "")
-            + ")",
-            "dim",
+        detail = self.label(
+            "transfer_mode",
+            client=self.word("mode", mode.get("client")),
+            server=self.word("mode", mode.get("server")),
+            type=ev.get("type"),
+            rest=f", REST {ev['rest']}" if ev.get("rest") else "",
         )
+        return f"{arrow} {ev['command']} {ev.get('path', '')}  " + self.paint(detail, "dim")
 
     def _transfer_progress(self, ev: Mapping[str, Any]) -> str:
         rate = float(ev.get("rate_mbps") or 0) / 8
@@ -184,21 +212,27 @@ class ConsoleRenderer:
     def _transfer_end(self, ev: Mapping[str, Any]) -> str:
         ok = isinstance(ev.get("outcome"), int) and 200 <= ev["outcome"] < 300
         moved, duration = int(ev["bytes"]), float(ev["duration_ms"])
-        text = (
-            f"{'✓' if ok else '✗'} {ev['command']} {ev.get('path', '')}"
-            f"  {_human_bytes(moved)}"
-            f" in {duration:.0f} ms{_rate(moved, duration)}  outcome {ev['outcome']}"
+        text = self.label(
+            "transfer_end",
+            mark="✓" if ok else "✗",
+            command=ev["command"],
+            path=ev.get("path", ""),
+            size=_human_bytes(moved),
+            ms=f"{duration:.0f}",
+            rate=_rate(moved, duration),
+            outcome=ev["outcome"],
         )
         return self.paint(text, "green" if ok else "red")
 
     def _session_close(self, ev: Mapping[str, Any]) -> str:
         seconds = float(ev.get("duration_ms") or 0) / 1000
-        return (
-            f"⇄ session closed  {seconds:.1f} s"
-            f" · {_plural(int(ev.get('commands') or 0), 'command')}"
-            f" · {_plural(int(ev.get('transfers') or 0), 'transfer')}"
-            f" ({_human_bytes(int(ev.get('bytes') or 0))})"
-            f" · {ev.get('reason')}"
+        return self.label(
+            "session_closed",
+            seconds=f"{seconds:.1f}",
+            commands=self.count("commands", int(ev.get("commands") or 0)),
+            transfers=self.count("transfers", int(ev.get("transfers") or 0)),
+            size=_human_bytes(int(ev.get("bytes") or 0)),
+            reason=self.word("reason", ev.get("reason")),
         )
 
     def _session_summary(self, ev: Mapping[str, Any]) -> str:
@@ -206,12 +240,20 @@ class ConsoleRenderer:
         outcome = str(ev.get("outcome_text") or "")
         if not cause:
             healthy = (outcome[:1].upper() + outcome[1:] + ". ") if outcome else ""
-            return INDENT + self.paint(f"{healthy}No problems found in this session.", "green")
+            return INDENT + self.paint(healthy + self.label("no_problems"), "green")
         wrap = textwrap.TextWrapper(width=WIDTH, initial_indent=INDENT, subsequent_indent=INDENT)
         lines = [outcome[:1].upper() + outcome[1:] + "."] if outcome else []
-        lines.append(self.paint(f"Most likely cause: {cause['title']}", "bold"))
+        lines.append(self.paint(self.label("most_likely", title=cause["title"]), "bold"))
         others = ev.get("diagnoses", [])[1:4]
-        lines += [f"also: {d['severity']} {d['rule']}: {d['title']}" for d in others]
+        lines += [
+            self.label(
+                "also",
+                severity=self.word("severity", d["severity"]),
+                rule=d["rule"],
+                title=d["title"],
+            )
+            for d in others
+        ]
         return "\n".join(wrap.fill(line) for line in lines)
 
     def _report_written(self, ev: Mapping[str, Any]) -> str:
@@ -221,24 +263,31 @@ class ConsoleRenderer:
         return self.paint(f"✗ report not written to {ev.get('path')}: {ev.get('error')}", "red")
 
     def _replay_listen(self, ev: Mapping[str, Any]) -> str:
-        greeting = ev.get("greeting") or "none (the server never spoke)"
+        greeting = ev.get("greeting") or self.label("replay_no_greeting")
+        commands = self.count("commands", ev["commands"])
         lines = [
-            f"ftpdiag replay listening on {ev['listen']} (timing {ev['timing']})",
-            f"session {ev['session']} of {ev['input']}: greeting {greeting},"
-            f" {ev['commands']} commands in order",
+            self.label("replay_listening", listen=ev["listen"], timing=ev["timing"]),
+            self.label(
+                "replay_session",
+                session=ev["session"],
+                input=ev["input"],
+                greeting=greeting,
+                commands=commands,
+            ),
         ]
         if ev.get("flexible"):
-            lines.append("answered in any order: " + " ".join(ev["flexible"]))
-        lines += [f"transfer {t}" for t in ev.get("transfers", ())]
+            lines.append(self.label("replay_flexible", verbs=" ".join(ev["flexible"])))
+        lines += [self.label("replay_transfer", transfer=t) for t in ev.get("transfers", ())]
         if ev.get("closes"):
-            lines.append("the server closes the control connection at the recorded point")
+            lines.append(self.label("replay_closes"))
         if len(ev.get("sessions", ())) > 1:
-            lines.append("other sessions (--session): " + " ".join(ev["sessions"]))
+            lines.append(self.label("replay_others", sessions=" ".join(ev["sessions"])))
         return self.paint(lines[0], "bold") + "".join(f"\n{INDENT}{line}" for line in lines[1:])
 
     def _replay_unmatched(self, ev: Mapping[str, Any]) -> str:
-        expected = ev.get("expected") or "(end of recording)"
-        return self.paint(f"✗ unexpected {ev['actual']} (recording expects {expected}): 500", "red")
+        expected = ev.get("expected") or self.label("replay_end")
+        text = self.label("replay_unmatched", actual=ev["actual"], expected=expected)
+        return self.paint(text, "red")
 
     def _generic(self, ev: Mapping[str, Any]) -> str:
         skip = {"event", "timestamp", "level", "session"}

@@ -20,6 +20,8 @@ from typing import Any
 
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
+
 CUT_AFTER = 1 << 20
 DEMO_FILE = "big.bin"
 CLIENT_TIMEOUT = 10.0
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from ftpdiag.proxy.server import start_proxy
     from ftpdiag.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, ServerThread, seed_sandbox
 
-    configure(sys.stdout, "console", verbosity=1 if args.verbose else 0)
+    lang = resolve(args.lang)
+    configure(sys.stdout, "console", verbosity=1 if args.verbose else 0, lang=lang)
     seen: set[str] = set()
     outcome: list[str] = []
     broken_pipe: list[bool] = []
@@ -110,22 +113,24 @@ def run(args: argparse.Namespace) -> int:
             reactor.callFromThread(client_done)  # type: ignore[attr-defined]
 
     def give_up() -> None:
-        outcome.append(f"the demo did not finish within {DEADLINE:g} s")
+        outcome.append(label("demo.deadline", lang, seconds=f"{DEADLINE:g}"))
         stop()
 
     with tempfile.TemporaryDirectory(prefix="ftpdiag-demo-") as tmp:
         root = Path(tmp)
         seed_sandbox(root)
         with ServerThread(root, handler=AbortingHandler) as sandbox:
-            proxy = start_proxy(
-                reactor, ("127.0.0.1", 0), ProxySettings(upstream=sandbox.address), sink
+            settings = ProxySettings(upstream=sandbox.address, lang=lang)
+            proxy = start_proxy(reactor, ("127.0.0.1", 0), settings, sink)
+            intro = label(
+                "demo.intro",
+                lang,
+                proxy=proxy.address,
+                sandbox=f"{sandbox.address[0]}:{sandbox.address[1]}",
+                file=DEMO_FILE,
+                bytes=CUT_AFTER,
             )
-            print(
-                f"ftpdiag demo: ftplib → ftpdiag {proxy.address} → sandbox "
-                f"{sandbox.address[0]}:{sandbox.address[1]}, whose server cuts {DEMO_FILE} after "
-                f"{CUT_AFTER} bytes.\n",
-                flush=True,
-            )
+            print(intro + "\n", flush=True)
             client = threading.Thread(
                 target=script, args=(proxy.host_port,), name="ftpdiag-demo-client", daemon=True
             )
@@ -141,17 +146,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     missing = {"greeting.ready", "transfer.aborted"} - seen
     if missing or outcome != ["426"]:
-        print(
-            f"ftpdiag: error: demo incomplete (missing {sorted(missing)}, client {outcome})",
-            file=sys.stderr,
-        )
+        message = label("demo.incomplete", lang, missing=sorted(missing), outcome=outcome)
+        print(error_line(message, lang), file=sys.stderr)
         return 1
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "demo", help="a one-minute tour: a scripted session shows 220 and a 426 diagnosed"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="also explain every reply")
+    p = sub.add_parser("demo", help=label("help.demo"), description=label("help.demo"))
+    p.add_argument("-v", "--verbose", action="store_true", help=label("help.demo_verbose"))
+    add_lang_argument(p)
     p.set_defaults(func=run)

@@ -15,13 +15,14 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ftpdiag.core.messages import is_standard_code
+from ftpdiag.i18n import add_lang_argument, error_line, label, lang_from_argv, resolve, use
 from ftpdiag.rules.catalog import (
-    LANGUAGES,
     STATE_TAGS,
     Catalog,
     CatalogError,
     Explanation,
-    default_lang,
+    first_sentence,
     load_catalog,
 )
 
@@ -30,7 +31,6 @@ __all__ = ["WIDTH", "build_parser", "main", "register"]
 WIDTH = 100
 _INDENT = "    "
 _CODE_RE = re.compile(r"[1-9][0-9]{2,}")
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s")
 
 
 class UsageError(Exception):
@@ -44,68 +44,59 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``explain``, ``compare`` and ``codes`` subcommands to ``subparsers``."""
     explain = subparsers.add_parser(
         "explain",
-        help="explain FTP reply codes",
-        description="Explain what FTP reply codes mean, when they occur and how to fix them.",
+        help=label("help.explain"),
+        description=label("help.explain_description"),
     )
-    explain.add_argument("codes", nargs="+", metavar="CODE", help="reply code(s), e.g. 426")
-    explain.add_argument(
-        "--after", metavar="COMMAND", help="the command the reply answered (selects a variant)"
-    )
+    explain.add_argument("codes", nargs="+", metavar="CODE", help=label("help.explain_codes"))
+    explain.add_argument("--after", metavar="COMMAND", help=label("help.after"))
     explain.add_argument(
         "--state",
         nargs="+",
         action="extend",
         default=[],
         metavar="TAG",
-        help=f"session-state tags ({', '.join(sorted(STATE_TAGS))})",
+        help=label("help.state", tags=", ".join(sorted(STATE_TAGS))),
     )
-    explain.add_argument("--text", default="", metavar="TEXT", help="the reply text sent")
-    _add_lang(explain)
+    explain.add_argument("--text", default="", metavar="TEXT", help=label("help.text"))
+    add_lang_argument(explain)
     explain.add_argument(
-        "--format", choices=("text", "json", "markdown"), default="text", help="output format"
+        "--format", choices=("text", "json", "markdown"), default="text", help=label("help.format")
     )
     explain.set_defaults(func=run_explain)
 
     compare = subparsers.add_parser(
         "compare",
-        help="compare two FTP reply codes",
-        description="Compare two FTP reply codes side by side.",
+        help=label("help.compare"),
+        description=label("help.compare_description"),
     )
-    compare.add_argument("codes", nargs=2, metavar="CODE", help="the two reply codes")
-    _add_lang(compare)
+    compare.add_argument("codes", nargs=2, metavar="CODE", help=label("help.compare_codes"))
+    add_lang_argument(compare)
     compare.add_argument(
-        "--format", choices=("text", "json", "markdown"), default="text", help="output format"
+        "--format", choices=("text", "json", "markdown"), default="text", help=label("help.format")
     )
     compare.set_defaults(func=run_compare)
 
     codes = subparsers.add_parser(
         "codes",
-        help="list all known FTP reply codes",
-        description="List the reply codes in the knowledge base.",
+        help=label("help.codes"),
+        description=label("help.codes_description"),
     )
     codes.add_argument(
         "--class",
         dest="reply_class",
         choices=("1", "2", "3", "4", "5", "6"),
-        help="only codes of this class (first digit)",
+        help=label("help.class"),
     )
     codes.add_argument(
         "--group",
         choices=("0", "1", "2", "3", "5"),
-        help="only codes of this function group (second digit)",
+        help=label("help.group"),
     )
-    _add_lang(codes)
-    codes.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    add_lang_argument(codes)
+    codes.add_argument(
+        "--format", choices=("text", "json"), default="text", help=label("help.format")
+    )
     codes.set_defaults(func=run_codes)
-
-
-def _add_lang(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lang",
-        choices=LANGUAGES,
-        default=None,
-        help="language of the explanations (default: from LC_ALL, LC_MESSAGES or LANG)",
-    )
 
 
 def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -125,22 +116,19 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def _error(message: str) -> None:
-    print(f"ftpdiag: error: {message}", file=sys.stderr)
+    print(error_line(message), file=sys.stderr)
 
 
 def parse_code(raw: str) -> int:
     """Turn a command-line reply code into an int, or raise :class:`UsageError`."""
     value = raw.strip()
     if not _CODE_RE.fullmatch(value):
-        raise UsageError(
-            f"invalid reply code {raw!r} (expected a number of 3 or more digits, e.g. 426)"
-        )
+        raise UsageError(label("cli.bad_code", text=raw))
     return int(value)
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
-    lang = args.lang if args.lang is not None else default_lang()
-    return load_catalog(lang)
+    return load_catalog(resolve(args.lang))
 
 
 def _state_tags(raw: Sequence[str]) -> frozenset[str]:
@@ -148,8 +136,7 @@ def _state_tags(raw: Sequence[str]) -> frozenset[str]:
     unknown = sorted(tags - STATE_TAGS)
     if unknown:
         raise UsageError(
-            f"unknown state tag(s) {', '.join(unknown)} "
-            f"(choose from {', '.join(sorted(STATE_TAGS))})"
+            label("cli.bad_state", tags=", ".join(unknown), choices=", ".join(sorted(STATE_TAGS)))
         )
     return frozenset(tags)
 
@@ -157,14 +144,10 @@ def _state_tags(raw: Sequence[str]) -> frozenset[str]:
 # -- shared helpers ----------------------------------------------------------------------------
 
 
-def _first_sentence(text: str) -> str:
-    return _SENTENCE_END_RE.split(text.strip(), maxsplit=1)[0]
-
-
 def _class_label(catalog: Catalog, code: int) -> str:
     """``"4xx Transient Negative"``, or the non-standard label outside 100..699."""
     name = catalog.class_name(code)
-    return f"{str(code)[0]}xx {name}" if 100 <= code <= 699 else name
+    return f"{str(code)[0]}xx {name}" if is_standard_code(code) else name
 
 
 def _group_label(catalog: Catalog, code: int) -> str:
@@ -184,7 +167,7 @@ def _explanation_json(catalog: Catalog, exp: Explanation) -> dict[str, Any]:
         "lang": exp.lang,
         "title": exp.title,
         "class": exp.reply_class,
-        "class_digit": str(exp.code)[0] if 100 <= exp.code <= 699 else None,
+        "class_digit": str(exp.code)[0] if is_standard_code(exp.code) else None,
         "group": exp.group,
         "severity": exp.severity,
         "standard": exp.standard,
@@ -252,8 +235,13 @@ def _references(catalog: Catalog, exp: Explanation) -> list[str]:
     """The references, plus the non-standard marker for known codes no RFC defines."""
     refs = list(exp.references)
     if exp.known and not exp.standard:
-        refs.append(f"[{catalog.nonstandard_title}]")
+        refs.append(f"[{_nonstandard(catalog, exp.code)}]")
     return refs
+
+
+def _nonstandard(catalog: Catalog, code: int) -> str:
+    """What marks a code no RFC defines: a Winsock error outside 100..699, else "non-standard"."""
+    return catalog.nonstandard_marker if 100 <= code <= 699 else catalog.nonstandard_title
 
 
 def _explain_text(catalog: Catalog, exp: Explanation) -> str:
@@ -316,7 +304,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _which(exp: Explanation) -> str:
-    return f"{_first_sentence(exp.description)} {_first_sentence(exp.when)}"
+    return f"{first_sentence(exp.description)} {first_sentence(exp.when)}"
 
 
 def _compare_json(catalog: Catalog, pair: tuple[Explanation, Explanation]) -> dict[str, Any]:
@@ -421,7 +409,7 @@ def run_codes(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     selected = []
     for code in catalog.codes():
-        in_range = 100 <= code <= 699
+        in_range = is_standard_code(code)
         if args.reply_class is not None and not (in_range and str(code)[0] == args.reply_class):
             continue
         if args.group is not None and not (in_range and str(code)[1] == args.group):
@@ -454,8 +442,11 @@ def run_codes(args: argparse.Namespace) -> int:
         first = first.ljust(code_w + 1 + class_w)
         for line in _wrap(exp.title, indent=" " * (code_w + 1 + class_w), first=first):
             print(line)
-    if any(not exp.standard for exp in selected):
-        print(f"\n* {catalog.nonstandard_title}")
+    markers = dict.fromkeys(_nonstandard(catalog, exp.code) for exp in selected if not exp.standard)
+    if markers:
+        print()
+        for marker in markers:
+            print(f"* {marker}")
     return 0
 
 
@@ -464,13 +455,14 @@ def run_codes(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """A parser with just the knowledge subcommands (the full CLI lives in ftpdiag.cli)."""
-    parser = argparse.ArgumentParser(prog="ftpdiag", description="FTP reply-code knowledge base.")
+    parser = argparse.ArgumentParser(prog="ftpdiag", description=label("help.knowledge"))
     register(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``explain``, ``compare`` or ``codes``; returns the exit status."""
+    use(resolve(lang_from_argv(sys.argv[1:] if argv is None else argv)))
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -22,38 +22,13 @@ import orjson
 import structlog
 
 from ftpdiag.console import ConsoleRenderer
+from ftpdiag.core.facts import level_of
+from ftpdiag.i18n import label
 
 EventDict = MutableMapping[str, Any]
-DEBUG_EVENTS = frozenset(
-    {
-        "data.listen",
-        "data.connect",
-        "data.close",
-        "data.passive",
-        "upstream.connect",
-        "control.closed",
-    }
-)
-SEVERITY_LEVEL = {"info": "info", "warning": "warning", "error": "error"}
 _SECRET_KEYS = frozenset({"password", "passwd", "pass", "secret"})
-
-
-WARNING_EVENTS = frozenset(
-    {"proxy.exposed", "tls.insecure", "proxy.internal_error", "report.failed"}
-)
 #: Fields for JSON only: a person at the console reads one line, a bug report gets them all.
 JSON_ONLY_FIELDS = frozenset({"traceback"})
-
-
-def level_of(event: str, fields: dict[str, Any]) -> str:
-    """The log level of a record: diagnoses by severity, data-channel detail at debug."""
-    if event in WARNING_EVENTS:
-        return "warning"
-    if event == "diagnosis":
-        return SEVERITY_LEVEL.get(str(fields.get("severity")), "info")
-    if event in DEBUG_EVENTS:
-        return "debug"
-    return "info"
 
 
 def redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -99,7 +74,8 @@ class Sink:
             self.broken = True
             with contextlib.suppress(OSError, ValueError):
                 name = getattr(self.stream, "name", "log")
-                sys.stderr.write(f"ftpdiag: warning: cannot write to {name}: {exc}; log stopped\n")
+                warning = label("cli.cannot_write", name=name, reason=exc)
+                sys.stderr.write(label("cli.warning", message=warning) + "\n")
 
 
 MAX_FIELD = 4096
@@ -172,9 +148,11 @@ def configure(
     verbosity: int = 0,
     color: bool | None = None,
     outputs: Sequence[Output] = (),
+    lang: str = "en",
 ) -> None:
     """Configure structlog once for the whole process. ``verbosity``: -1 quiet, 0, 1 verbose.
-    ``outputs`` get every record after the console and the file (``--report-dir``)."""
+    ``outputs`` get every record after the console and the file (``--report-dir``); ``lang``
+    is the language of the console's labels (the JSON lines keep their field names)."""
     sinks: list[Output] = []
     if console is not None:
         console_level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -182,7 +160,7 @@ def configure(
             sinks.append(Sink(console, render_json, console_level))
         else:
             use_color = console.isatty() if color is None else color
-            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0)
+            render = ConsoleRenderer(color=use_color, verbose=verbosity > 0, lang=lang)
             sinks.append(Sink(console, render, console_level, hidden=JSON_ONLY_FIELDS))
     if log_file is not None:
         sinks.append(Sink(log_file, render_json, logging.DEBUG))

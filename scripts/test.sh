@@ -38,7 +38,8 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=
 # tcpdump takes the loopback captures of tests/test_capture_live.py; tshark is what
 # bench/capture.py compares ftpdiag analyze with (installed without its setuid helper);
 # chromium runs the HTML report's browser tests (tests/test_report_browser.py); wget, tnftp,
-# ncftp, rclone and openssh-client are clients of the accuracy matrix (tests/accuracy).
+# ncftp, rclone and openssh-client are clients of the accuracy matrix (tests/accuracy); tnftp
+# also writes the ftp transcripts of tests/importers/test_live.py.
 APT_PKGS=(curl lftp openssl ca-certificates tcpdump tshark chromium wget tnftp ncftp openssh-client
     rclone)
 SERVER_PKGS=(vsftpd proftpd-core proftpd-mod-crypto pure-ftpd)

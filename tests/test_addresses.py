@@ -81,3 +81,9 @@ def test_parsers_raise_only_address_error(text: str) -> None:
     for parse in (a.parse_pasv_reply, a.parse_epsv_reply, a.parse_eprt_arg, a.parse_port_arg):
         with contextlib.suppress(a.AddressError):
             parse(text)
+
+
+def test_show_brackets_an_ipv6_host() -> None:
+    """One formatter for ``host:port`` in logs and messages: IPv6 hosts get brackets."""
+    assert a.show(("127.0.0.1", 21)) == "127.0.0.1:21"
+    assert a.show(("::1", 2121)) == "[::1]:2121"

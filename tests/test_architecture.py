@@ -11,6 +11,7 @@ CORE = Path(__file__).parent.parent / "ftpdiag" / "core"
 PURE = [
     *CORE.glob("*.py"),
     *(CORE.parent / "rules").glob("*.py"),
+    *(CORE.parent / "importers").glob("*.py"),
     *(CORE.parent / "capture").glob("*.py"),  # packets in, facts out: no sockets either
     # The report is drawn from records alone (its writer for --report-dir only writes files).
     *(CORE.parent / "report").glob("*.py"),

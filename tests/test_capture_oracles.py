@@ -16,7 +16,7 @@ import pytest
 
 from ftpdiag.analyze import analyze_records
 from ftpdiag.capture import capture_sessions
-from ftpdiag.core.addresses import AddressError, parse_eprt_arg, parse_port_arg
+from ftpdiag.core.addresses import AddressError, parse_eprt_arg, parse_port_arg, show
 
 ROOT = Path(__file__).resolve().parents[1]
 # ``../shared`` beside the checkout; a git worktree one level further down finds it too.
@@ -158,14 +158,15 @@ def test_data_channels_match_zeek_ftp_log(name: str) -> None:
     for r in events(sessions, "command"):
         with contextlib.suppress(AddressError):  # zeek-fake-server-delays-all: "PORT 114,115"
             if r["verb"] == "PORT":
-                ports.append("{}:{}".format(*parse_port_arg(r["arg"])))
+                ports.append(show(parse_port_arg(r["arg"])))
             elif r["verb"] == "EPRT":
-                ports.append("{}:{}".format(*parse_eprt_arg(r["arg"])))
+                ports.append(show(parse_eprt_arg(r["arg"])))
     checked = 0
     for row in zeek_logs(name, "ftp.log"):
         if row.get("data_channel.resp_p", "-") == "-":
             continue
-        where = f"{row['data_channel.resp_h']}:{row['data_channel.resp_p'].split('/')[0]}"
+        port = int(row["data_channel.resp_p"].split("/")[0])
+        where = show((row["data_channel.resp_h"], port))
         target = advertised if row["data_channel.passive"] == "T" else ports
         if row["command"] == "EPSV":  # Zeek puts the control peer; so do we
             assert where in advertised
@@ -184,7 +185,10 @@ def test_data_connections_match_zeek_conn_log(name: str) -> None:
     for row in zeek_logs(name, "conn.log"):
         if row["service"] != "ftp-data":
             continue
-        key = (f"{row['id.orig_h']}:{row['id.orig_p']}", f"{row['id.resp_h']}:{row['id.resp_p']}")
+        key = (
+            show((row["id.orig_h"], int(row["id.orig_p"]))),
+            show((row["id.resp_h"], int(row["id.resp_p"]))),
+        )
         assert key in ends, f"{name}: data connection {key} not linked to a transfer"
         end = ends[key]
         assert end["bytes"] == int(row["orig_bytes"]) + int(row["resp_bytes"])
@@ -255,8 +259,8 @@ def test_suricata_ftp_and_file_checks(name: str) -> None:
         elif check.get("event_type") == "fileinfo" and "fileinfo.size" in check:
             size, filename = int(check["fileinfo.size"]), check["fileinfo.filename"]
             pair = {
-                f"{check['src_ip']}:{check['src_port']}",
-                f"{check['dest_ip']}:{check['dest_port']}",
+                show((check["src_ip"], int(check["src_port"]))),
+                show((check["dest_ip"], int(check["dest_port"]))),
             }
             found = [
                 r
@@ -284,13 +288,16 @@ def test_ndpi_control_and_data_flows(name: str) -> None:
     those it names FTP_DATA are linked to a transfer."""
     sessions = records(name)
     flows = ndpi_flows(name)
-    control = {(s[0]["client"], s[0]["upstream"]) for s in sessions}
-
     def norm(endpoint: str) -> str:
         return endpoint.replace("[", "").replace("]", "")
 
+    control = {(norm(s[0]["client"]), norm(s[0]["upstream"])) for s in sessions}
     assert {(norm(c), norm(s)) for p, c, s in flows if p == "FTP_CONTROL"} <= control
-    data = {(r["data_from"], r["data_to"]) for r in events(sessions, "transfer.end")}
+    data = {
+        (norm(r["data_from"]), norm(r["data_to"]))
+        for r in events(sessions, "transfer.end")
+        if r["data_from"] is not None
+    }
     for _, c, s in (f for f in flows if f[0] == "FTP_DATA"):
         assert (norm(c), norm(s)) in data or (norm(s), norm(c)) in data
 

@@ -128,7 +128,7 @@ def test_ipv6_with_epsv() -> None:
     cap = Capture()
     passive_download(cap, client=CLIENT6, server=SERVER6, epsv=True)
     records = rebuild(cap.pcap())
-    assert only(records, "data.passive")["advertised"] == f"{SERVER6}:50000"
+    assert only(records, "data.passive")["advertised"] == f"[{SERVER6}]:50000"
     assert only(records, "transfer.end")["bytes"] == 3000
 
 

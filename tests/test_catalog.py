@@ -37,9 +37,17 @@ RFC_CODES: dict[int, str] = {
     229: "RFC 2428",
     522: "RFC 2428",
     228: "RFC 1639",
+    521: "RFC 1639",
+    554: "RFC 1123",
 }
+# Codes on the public lists of FTP return codes that no RFC defines (standard = false).
+UNLISTED_CODES: tuple[int, ...] = (231, 430, 434, 555)
 # IIS / Winsock errors relayed as replies (standard = false).
-NONSTANDARD_CODES: tuple[int, ...] = (10054, 10060, 10061, 10066, 10068)
+WINSOCK_CODES: tuple[int, ...] = (
+    10013, 10048, 10049, 10050, 10051, 10052, 10053, 10054, 10055, 10056, 10057, 10058, 10059,
+    10060, 10061, 10062, 10063, 10064, 10065, 10066, 10067, 10068, 11001,
+)
+NONSTANDARD_CODES: tuple[int, ...] = (*UNLISTED_CODES, *WINSOCK_CODES)
 
 # (code, key, after, state, text) in file order, exactly as docs/catalog.md lists them.
 VARIANTS: list[tuple[int, str, tuple[str, ...], tuple[str, ...], str]] = [
@@ -80,6 +88,9 @@ VARIANTS: list[tuple[int, str, tuple[str, ...], tuple[str, ...], str]] = [
     (502, "after-size", ("SIZE",), (), ""),
     (504, "after-auth", ("AUTH",), (), ""),
     (504, "after-host", ("HOST",), (), ""),
+    (521, "after-lprt", ("LPRT", "LPSV"), (), ""),
+    (521, "after-mkd", ("MKD",), (), ""),
+    (521, "after-prot", ("PROT",), (), ""),
     (522, "tls-required", (), (), "ssl|tls|encrypt"),
     (522, "tls-reuse", (), (), "reuse|resum"),
     (530, "after-pass", ("PASS",), (), ""),
@@ -545,7 +556,7 @@ def test_malformed_code_raises(en: Catalog) -> None:
         en.explain(42)
 
 
-@pytest.mark.parametrize("code", NONSTANDARD_CODES)
+@pytest.mark.parametrize("code", WINSOCK_CODES)
 def test_winsock_codes(en: Catalog, code: int) -> None:
     """Winsock codes are known, non-standard, and still get tells/next sentences."""
     exp = en.explain(code)
@@ -553,6 +564,23 @@ def test_winsock_codes(en: Catalog, code: int) -> None:
     assert exp.reply_class == "Non-standard (Winsock error)"
     assert exp.group == ""
     assert en.class_tells(code) and en.class_next(code)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("code", UNLISTED_CODES)
+def test_unlisted_codes_keep_their_class(lang: str, code: int) -> None:
+    """Non-RFC codes in 100..699 are known, non-standard, and still classed by their digits."""
+    catalog = load_catalog(lang)
+    exp = catalog.explain(code)
+    assert exp.known and not exp.standard
+    assert exp.reply_class == catalog.classes[str(code)[0]] and exp.group
+    assert catalog.nonstandard_marker != catalog.nonstandard_title
+
+
+def test_pyftpdlib_prot_521_is_explained(en: Catalog) -> None:
+    """pyftpdlib's "521 PROT S unsupported" gets the PROT variant, not the RFC 1639 meaning."""
+    exp = en.explain(521, after="PROT", text="PROT S unsupported (use C or P).")
+    assert exp.variant == "after-prot" and "PROT P" in exp.remedy
 
 
 def test_class_tells_and_next(en: Catalog) -> None:

@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from ftpdiag.proxy.immediate import ImmediateSender
+from ftpdiag.proxy.immediate import ImmediateSender, _idle_plain_tcp
 from ftpdiag.testing import _reactor, in_reactor
 
 
@@ -129,3 +129,33 @@ def test_a_reset_found_by_a_send_is_still_a_reset() -> None:
     sender.send_failed = True
     clean, detail = sender.how_closed(done)
     assert not clean and "reset" in detail.lower()
+
+
+def test_the_fast_path_is_taken_on_a_live_tcp_transport() -> None:
+    """On an idle plain TCP connection a line leaves through ``writeSomeData`` within the call,
+    never through the queue: a Twisted release that renames the private attributes
+    ``_idle_plain_tcp`` reads fails here instead of silently making every relayed line slower."""
+    port, probes, made, _ = _serve()
+    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    try:
+        assert made.wait(5)
+        probe = probes[0]
+
+        def send_and_watch() -> tuple[bool, list[bytes]]:
+            transport: Any = probe.transport
+            idle = _idle_plain_tcp(transport)
+            queued: list[bytes] = []
+            transport.write = queued.append  # the slow path, watched on this instance only
+            try:
+                probe.send(b"200 fast\r\n")
+            finally:
+                del transport.write
+            return idle, queued
+
+        idle, queued = in_reactor(send_and_watch)
+        assert idle, "proxy/immediate.py no longer recognises a Twisted TCP transport"
+        assert queued == [], "the line was queued instead of sent at once"
+        assert client.recv(100) == b"200 fast\r\n"
+    finally:
+        client.close()
+        in_reactor(port.stopListening)

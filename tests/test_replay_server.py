@@ -113,7 +113,8 @@ def test_greeting_delay_recorded_timing(
     tmp_path: Path, ftpdiag_proxy: Proxy, ftpdiag_replay: Replay
 ) -> None:
     """120 then 220 half a second later: fast by default, at the recorded gap (scaled by
-    speed) with timing='recorded', and then ftpdiag names the same root cause."""
+    speed) with timing='recorded', and then ftpdiag gives the same warning (no root cause: the
+    session worked)."""
     served = tmp_path / "root"
     served.mkdir()
 
@@ -125,7 +126,7 @@ def test_greeting_delay_recorded_timing(
 
     with FakeFTPServer(served, faults=[GreetingDelay(0.5)]) as server:
         live = record(ftpdiag_proxy, server.address, client, tmp_path / "s.jsonl")
-    assert live.cause == ["greeting.delayed"]
+    assert live.cause == [None]  # a warning: the session still worked
     for options, low, high in (({}, 0, 0.2), ({"timing": "recorded", "speed": 5}, 0.08, 0.3)):
         replay = ftpdiag_replay(tmp_path / "s.jsonl", **options)
         started = time.monotonic()
@@ -134,7 +135,8 @@ def test_greeting_delay_recorded_timing(
     proxy = ftpdiag_proxy(ftpdiag_replay(tmp_path / "s.jsonl", timing="recorded").address)
     assert client(proxy.address) == live.proxied
     settle(proxy)
-    assert proxy.events[-1]["root_cause"]["rule"] == "greeting.delayed"
+    assert proxy.events[-1]["root_cause"] is None
+    assert "greeting.delayed" in [d["rule"] for d in proxy.diagnoses()]
 
 
 def test_active_mode_loopback_only(

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from ftpdiag.core.transfers import UPLOAD_VERBS
 from ftpdiag.rules import checks
+from ftpdiag.rules.catalog import SEVERITIES
 from ftpdiag.rules.checks import SLOW_REPLY_MS, Finding
-from ftpdiag.rules.engine import SEVERITIES, Diagnoser, fill, rule_texts
+from ftpdiag.rules.engine import Diagnoser, fill, rule_texts
 from ftpdiag.rules.server_messages import known_messages
 
 Fact = tuple[str, dict[str, Any]]
@@ -34,12 +36,16 @@ def reply(
     latency_ms: float | None = 1.0,
     unsolicited: bool = False,
     mismatched: Iterable[int] = (),
+    upstream: str | None = None,
+    pipe: int | None = None,
 ) -> Fact:
     return "reply", {
         "code": code,
         "text": text,
         "command": command,
         "arg": arg,
+        "upstream_command": upstream,
+        "pipe": pipe,
         "latency_ms": latency_ms,
         "state": list(state),
         "unsolicited": unsolicited,
@@ -58,7 +64,7 @@ def command(verb: str, arg: str = "") -> Fact:
 def start(
     pipe: int = 1, verb: str = "RETR", path: str = "big.bin", type_: str = "I", rest: int = 0
 ) -> Fact:
-    direction = "upload" if verb in ("STOR", "STOU", "APPE") else "download"
+    direction = "upload" if verb in UPLOAD_VERBS else "download"
     return "transfer.start", {
         "pipe": pipe,
         "command": verb,
@@ -405,8 +411,8 @@ def test_translated_data_commands_are_judged_by_what_the_server_got() -> None:
     """With --upstream-mode active the server answers PORT for the client's PASV: 200 is fine,
     and a 501 is a refused PORT, not a refused PASV."""
     opened = ("session.open", {"client": "c", "upstream": "u", "upstream_mode": "active"})
-    assert rules(run(opened, reply(200, "PORT ok", "PASV"))) == []
-    assert rules(run(opened, reply(501, "no", "PASV")))[0] == "active.port_refused"
+    assert rules(run(opened, reply(200, "PORT ok", "PASV", upstream="PORT"))) == []
+    assert rules(run(opened, reply(501, "no", "PASV", upstream="PORT")))[0] == "active.port_refused"
 
 
 def test_auto_mode_fallback_is_followed() -> None:
@@ -415,10 +421,10 @@ def test_auto_mode_fallback_is_followed() -> None:
     fallback = ("data.fallback", {"pipe": 1, "to": "active", "code": 502})
     out = run(
         opened,
-        reply(502, "no PASV", "PASV"),
+        reply(502, "no PASV", "PASV", upstream="PASV"),
         fallback,
-        reply(200, "PORT ok", "PASV"),
-        reply(227, "(1,2,3,4,5,6)", "PASV"),
+        reply(200, "PORT ok", "PASV", upstream="PORT"),
+        reply(227, "(1,2,3,4,5,6)", "PASV", upstream="PASV"),
     )
     assert [d["rule"] for d in diagnoses(out) if d["rule"] != "reply.explained"] == []
 
@@ -484,7 +490,7 @@ def test_truncated_from_size_or_150() -> None:
     assert rules(run(size("big.bin", 1000), start(), end(226, 900))) == ["transfer.truncated"]
     out = run(
         start(),
-        reply(150, "Opening BINARY mode data connection for big.bin (1000 bytes).", "RETR"),
+        reply(150, "Opening BINARY mode data connection for big.bin (1000 bytes).", "RETR", pipe=1),
         end(226, 900),
     )
     assert rules(out) == ["transfer.truncated"]

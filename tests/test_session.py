@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftpdiag.core.events import (
+    GREETING_TIMER,
     CloseControl,
     ControlClosed,
     DataClosed,
@@ -26,6 +27,7 @@ from ftpdiag.core.events import (
     ToServer,
     UpstreamConnected,
     UpstreamFailed,
+    completion_timer,
 )
 from ftpdiag.core.session import Session, SessionConfig
 
@@ -71,7 +73,7 @@ def logged_in() -> tuple[Session, Clock]:
 def test_greeting_is_relayed_only_when_the_server_sends_it() -> None:
     """Nothing reaches the client before the server's 220; then it is paired with the connection."""
     s, clock = new_session()
-    assert wire(s.handle(TimerFired("nothing")), ToClient) == b""
+    assert wire(s.handle(TimerFired(completion_timer(9))), ToClient) == b""
     clock.now += 0.002
     out = s.handle(FromServer(b"220 vsFTPd\r\n"))
     assert wire(out, ToClient) == b"220 vsFTPd\r\n"
@@ -123,10 +125,10 @@ def test_passive_reply_is_rewritten_to_the_proxy_listener() -> None:
 
 def test_use_pasv_address_dials_the_advertised_host() -> None:
     """With use_pasv_address the proxy trusts the 227 address."""
-    s, _ = logged_in()
+    s, _ = new_session(use_pasv_address=True)
+    s.handle(FromServer(b"220 hi\r\n"))
     s.handle(FromClient(b"PASV\r\n"))
     s.handle(DataListening(1, "client", ("127.0.0.1", 40100)))
-    s.config = SessionConfig(use_pasv_address=True)
     out = s.handle(FromServer(b"227 =10,0,0,5,19,137\r\n"))
     assert DialData(1, "server", ("10.0.0.5", 5001)) in out
 
@@ -310,8 +312,8 @@ def test_missing_completion_reply_is_reported() -> None:
     s, _ = logged_in()
     passive_transfer(s)
     out = s.handle(DataClosed(1, 10, 0, "eof", "eof", "server", 0.5))
-    assert StartTimer("completion:1", 30.0) in out
-    assert facts(s.handle(TimerFired("completion:1")), "transfer.no_completion")
+    assert StartTimer(completion_timer(1), 30.0) in out
+    assert facts(s.handle(TimerFired(completion_timer(1))), "transfer.no_completion")
 
 
 def test_upstream_failure_gives_421_and_closes() -> None:
@@ -326,7 +328,7 @@ def test_upstream_failure_gives_421_and_closes() -> None:
 def test_no_greeting_times_out() -> None:
     """The greeting timer fires: 421 to the client, greeting.timeout fact, session closed."""
     s, _ = new_session(greeting_timeout=3)
-    out = s.handle(TimerFired("greeting"))
+    out = s.handle(TimerFired(GREETING_TIMER))
     assert facts(out, "greeting.timeout") and wire(out, ToClient).startswith(b"421 ")
 
 

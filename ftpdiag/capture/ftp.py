@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ftpdiag.core import addresses as addr
+from ftpdiag.core.facts import level_of
 from ftpdiag.core.framing import LineSplitter, OverlongLine, line_text
 from ftpdiag.core.messages import (
     Command,
@@ -27,7 +28,7 @@ from ftpdiag.core.messages import (
     ReplyAssembler,
     parse_command,
 )
-from ftpdiag.core.transfers import TRANSFER_VERBS, Mode, Transfer
+from ftpdiag.core.transfers import TRANSFER_VERBS, Mode, Transfer, TransferPhase
 from ftpdiag.rules.sequences import allowed_replies
 
 Endpoint = tuple[str, int]
@@ -135,8 +136,8 @@ class CaptureSession:
         self._fact(
             ts,
             "session.open",
-            client=f"{client[0]}:{client[1]}",
-            upstream=f"{server[0]}:{server[1]}",
+            client=addr.show(client),
+            upstream=addr.show(server),
             upstream_mode="same",
             **fields,
         )
@@ -144,14 +145,15 @@ class CaptureSession:
             self._go_blind(ts, "implicit FTPS: TLS from the first byte, on port 990")
 
     # ---- output --------------------------------------------------------------------
-    def _fact(self, ts: float, event: str, level: str = "info", /, **fields: Any) -> None:
+    def _fact(self, ts: float, event: str, /, **fields: Any) -> None:
+        level = level_of(event, fields)  # as the proxy's log has it: core/facts.py says
         self.records.append(
             {"event": event, "timestamp": stamp(ts), "level": level, "session": self.sid, **fields}
         )
 
     def _go_blind(self, ts: float, reason: str) -> None:
         self.blind = True
-        self._fact(ts, "tls.blind", "warning", reason=reason)
+        self._fact(ts, "tls.blind", reason=reason)
 
     # ---- control bytes -------------------------------------------------------------
     def _after_gap(self, side: str, data: bytes) -> bytes:
@@ -209,7 +211,7 @@ class CaptureSession:
     def gap(self, ts: float, side: str, size: int) -> None:
         """Bytes of the control connection missing from the capture: the line they cut is
         lost, and the parser starts afresh after them."""
-        self._fact(ts, "capture.gap", "warning", side=side, channel="control", bytes=size)
+        self._fact(ts, "capture.gap", side=side, channel="control", bytes=size)
         self._cut.add(side)
         if side == "client":
             self._client_lines = LineSplitter()
@@ -279,9 +281,8 @@ class CaptureSession:
             self._fact(
                 ts,
                 "security.bounce",
-                "warning",
                 verb=command.verb,
-                requested=f"{host}:{port}",
+                requested=addr.show((host, port)),
                 client=self.client[0],
             )
         setup = self._new_setup(command.verb, "active")
@@ -357,6 +358,7 @@ class CaptureSession:
             text=reply.text,
             command=command.verb if command else None,
             arg=command.loggable_arg if command else None,
+            pipe=pending.setup.pipe if pending and pending.setup else None,
             latency_ms=round((ts - pending.sent_at) * 1000, 2) if pending else None,
             state=self._state_tags(pending),
             # Before the first command of a capture that joined mid-session, a reply answers
@@ -407,10 +409,9 @@ class CaptureSession:
         self._fact(
             ts,
             "data.passive",
-            "debug",
             pipe=setup.pipe,
             code=reply.code,
-            advertised=f"{host}:{port}",
+            advertised=addr.show((host, port)),
             dialled=None,  # a capture shows no dialler's choice, only connections (below)
             control_peer=self.server[0],
         )
@@ -450,7 +451,6 @@ class CaptureSession:
         self._fact(
             ts,
             "data.failed",
-            "warning",
             pipe=setup.pipe,
             side=side,
             kind=kind,
@@ -467,12 +467,11 @@ class CaptureSession:
         transfer = setup.transfer
         if transfer is None or transfer.ended:
             return
-        transfer.ended = True
+        transfer.phase = TransferPhase.ENDED
         conn, missed = setup.conn, 0
         endpoints: dict[str, str | None] = {"data_from": None, "data_to": None}
         if conn is not None:
-            endpoints = {"data_from": f"{conn.orig[0]}:{conn.orig[1]}"}
-            endpoints["data_to"] = f"{conn.resp[0]}:{conn.resp[1]}"
+            endpoints = {"data_from": addr.show(conn.orig), "data_to": addr.show(conn.resp)}
             ends = conn.ends(setup.mode)
             transfer.to_client, transfer.to_server = ends["to_client"], ends["to_server"]
             transfer.client_end, transfer.server_end = ends["client_end"], ends["server_end"]
@@ -497,7 +496,6 @@ class CaptureSession:
         self._fact(
             ts,
             "control.closed",
-            "debug",
             side=side,
             clean=clean,
             detail="",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
 _SIX = re.compile(
     r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})"
@@ -131,3 +132,23 @@ def is_unroutable(host: str) -> bool:
     except ValueError:
         return True
     return addr.is_private or addr.is_unspecified or addr.is_link_local or addr.is_reserved
+
+
+def show(address: tuple[str, int]) -> str:
+    """``host:port`` for a log or a message; an IPv6 host in brackets (``[::1]:21``)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class Endpoints:
+    """The addresses of one session: the client, the proxy's two ends, the server.
+
+    ``upstream_local`` and ``upstream_peer`` are known once the control connection to the
+    server is up; data listeners bind next to the control connection of their side."""
+
+    client: tuple[str, int]
+    client_local: tuple[str, int]
+    upstream_target: tuple[str, int]
+    upstream_local: tuple[str, int] | None = None
+    upstream_peer: tuple[str, int] | None = None

@@ -9,10 +9,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 Side = Literal["client", "server"]
 Address = tuple[str, int]
+
+
+class TimerKind(Enum):
+    """What a session timer watches."""
+
+    GREETING = "greeting"  # the server's 220 after the control connection is up
+    IDLE = "idle"  # any control traffic (``--idle-timeout``)
+    COMPLETION = "completion"  # a transfer's final reply after its data ended
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A session timer's key: its kind and, for a transfer's timer, the pipe."""
+
+    kind: TimerKind
+    pipe: int | None = None
+
+
+GREETING_TIMER = Timer(TimerKind.GREETING)
+IDLE_TIMER = Timer(TimerKind.IDLE)
+
+
+def completion_timer(pipe: int) -> Timer:
+    """The timer that waits for the final reply of the transfer on ``pipe``."""
+    return Timer(TimerKind.COMPLETION, pipe)
 
 
 # ---- inputs -----------------------------------------------------------------------------
@@ -130,7 +156,7 @@ class DataClosed:
 class TimerFired:
     """A timer set with ``StartTimer`` expired."""
 
-    name: str
+    timer: Timer
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,13 +260,17 @@ class FinishData:
 
 @dataclass(frozen=True, slots=True)
 class StartTimer:
-    name: str
+    """(Re)start the timer: a running one with the same key is cancelled first."""
+
+    timer: Timer
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    name: str
+    """Stop the timer if it runs."""
+
+    timer: Timer
 
 
 @dataclass(frozen=True, slots=True)

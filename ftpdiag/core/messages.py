@@ -30,6 +30,11 @@ def redact_secrets(text: str) -> str:
     return _SECRET_IN_URL.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
 
 
+def is_standard_code(code: int) -> bool:
+    """A reply code in the ranges the RFCs define: 1xx–5xx (RFC 959 §4.2), 6xx (RFC 2228)."""
+    return 100 <= code <= 699
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One client command; ``arg`` of PASS/ACCT never appears in ``repr`` or logs."""

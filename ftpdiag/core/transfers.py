@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Literal
 
 Direction = Literal["download", "upload"]
@@ -17,6 +18,7 @@ TRANSFER_VERBS: dict[str, Direction] = {
     "STOU": "upload",
     "APPE": "upload",
 }
+UPLOAD_VERBS = frozenset(verb for verb, way in TRANSFER_VERBS.items() if way == "upload")
 
 
 @dataclass(slots=True)
@@ -36,6 +38,15 @@ class DataSetup:
     dialling_server: bool = False
 
 
+class TransferPhase(Enum):
+    """Where a transfer is: its final reply and the end of its data come in either order."""
+
+    RUNNING = "running"  # the command went upstream; no final reply, the pipe not down
+    REPLIED = "replied"  # the final reply came; the pipe drains, the reply waits behind it
+    DRAINED = "drained"  # the pipe is down; the final reply is awaited (completion timer)
+    ENDED = "ended"  # ``transfer.end`` is logged (after both, or when the session ended)
+
+
 @dataclass(slots=True)
 class Transfer:
     """One transfer on one data pipe, from its command to its final reply and closure."""
@@ -51,7 +62,7 @@ class Transfer:
     to_client: int = 0
     to_server: int = 0
     final_code: int | None = None
-    closed: bool = False
+    phase: TransferPhase = TransferPhase.RUNNING
     client_end: str = "never"
     server_end: str = "never"
     first_closed: str | None = None
@@ -60,7 +71,6 @@ class Transfer:
     #: Why the proxy itself ended the data connection ("no data for 300 s"), if it did.
     cut: str | None = None
     connected: int = 0
-    ended: bool = False
 
     @property
     def direction(self) -> Direction:
@@ -71,8 +81,18 @@ class Transfer:
         return self.to_client if self.direction == "download" else self.to_server
 
     @property
+    def pipe_up(self) -> bool:
+        """The glue has not reported the pipe down (nor has the transfer ended without it)."""
+        return self.phase in (TransferPhase.RUNNING, TransferPhase.REPLIED)
+
+    @property
     def open(self) -> bool:
-        return self.connected > 0 and not self.closed
+        """Data may be moving: an end is connected and the pipe is not down."""
+        return self.connected > 0 and self.pipe_up
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is TransferPhase.ENDED
 
     def start_fields(self) -> dict[str, Any]:
         return {

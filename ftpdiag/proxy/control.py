@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
 from ftpdiag.core.events import (
     Address,
@@ -42,6 +43,7 @@ from ftpdiag.core.events import (
     Side,
     StartTimer,
     StartTLS,
+    Timer,
     TimerFired,
     TLSEstablished,
     TLSFailed,
@@ -57,6 +59,7 @@ from ftpdiag.proxy.data import DataPipe, DataTimeouts
 from ftpdiag.proxy.immediate import ImmediateSender
 from ftpdiag.proxy.internal import describe
 from ftpdiag.proxy.recording import DataRecording
+from ftpdiag.proxy.timers import cancel
 from ftpdiag.proxy.tls import (
     ProxyTLS,
     check_peer_name,
@@ -164,7 +167,7 @@ class ClientControl(ImmediateSender):
         self.session: Session | None = None
         self.diagnoser = Diagnoser(factory.settings.lang)
         self.pipes: dict[int, DataPipe] = {}
-        self.timers: dict[str, IDelayedCall] = {}
+        self.timers: dict[Timer, IDelayedCall] = {}
         self._inbox: deque[Input] = deque()
         self._busy = False
         self.handshaking = False
@@ -301,10 +304,10 @@ class ClientControl(ImmediateSender):
                 if pipe is not None:
                     pipe.finish(out.abort)
             elif isinstance(out, StartTimer):
-                self._cancel_timer(out.name)
-                self.timers[out.name] = self.reactor.callLater(out.seconds, self._fire, out.name)
+                cancel(self.timers, out.timer)
+                self.timers[out.timer] = self.reactor.callLater(out.seconds, self._fire, out.timer)
             elif isinstance(out, CancelTimer):
-                self._cancel_timer(out.name)
+                cancel(self.timers, out.timer)
             elif isinstance(out, CloseControl):
                 self._teardown()
             elif isinstance(out, StartTLS):
@@ -314,6 +317,8 @@ class ClientControl(ImmediateSender):
                     self.server.start_tls()
             elif isinstance(out, GoBlind):
                 self.blind = True
+            else:
+                raise TypeError(f"the glue cannot carry out {type(out).__name__}")
         for fact in facts:
             for event, fields in self.diagnoser.process(fact.event, dict(fact.fields)):
                 self.factory.sink(event, {"session": self.sid, **fields})
@@ -325,22 +330,20 @@ class ClientControl(ImmediateSender):
             tap = None
             if recording is not None:
                 tap = recording.tap(self.sid, pipe_id, self._data_recorded)
-            pipe = DataPipe(
-                pipe_id,
-                self.reactor,
-                self._pipe_report(pipe_id),
-                self.factory.settings.data,
-                self._start_data_tls,
-                self.remember_upstream_session,
-                tap,
-            )
+            pipe = DataPipe(pipe_id, self.reactor, self, self.factory.settings.data, tap)
             self.pipes[pipe_id] = pipe
         return pipe
 
     def _data_recorded(self, fields: dict[str, Any]) -> None:
         self.factory.sink("transfer.data", {"session": self.sid, **fields})
 
-    def _start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
+    # ---- what a data pipe asks of its owner (data.PipeOwner) ---------------------------------
+    def pipe_event(self, pipe: int, event: Input) -> None:
+        if isinstance(event, DataClosed):
+            self.pipes.pop(pipe, None)
+        self.feed(event)
+
+    def start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
         """Data-channel TLS; toward the server it resumes the newest session with the server
         (the control connection's at first): with TLS 1.3 each handshake brings new tickets,
         and servers such as vsftpd only require that *a* session of theirs is resumed."""
@@ -357,27 +360,14 @@ class ClientControl(ImmediateSender):
     def remember_upstream_session(self, session: Any) -> None:
         self.upstream_session = session
 
-    def _pipe_report(self, pipe_id: int) -> Callable[[Input], None]:
-        def report(event: Input) -> None:
-            if isinstance(event, DataClosed):
-                self.pipes.pop(pipe_id, None)
-            self.feed(event)
-
-        return report
-
-    def _fire(self, name: str) -> None:
-        self.timers.pop(name, None)
+    def _fire(self, timer: Timer) -> None:
+        self.timers.pop(timer, None)
         self.tally_pipes()  # a timer may end the session: its transfers keep their bytes
-        self.feed(TimerFired(name))
-
-    def _cancel_timer(self, name: str) -> None:
-        call = self.timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
+        self.feed(TimerFired(timer))
 
     def _teardown(self) -> None:
-        for name in list(self.timers):
-            self._cancel_timer(name)
+        for timer in list(self.timers):
+            cancel(self.timers, timer)
         for pipe in list(self.pipes.values()):
             pipe.close()
         transports = [self.transport] + ([self.server.transport] if self.server else [])
@@ -425,7 +415,7 @@ class ProxyFactory(Factory):
             addr.host, len(self.sessions), self.per_client.get(addr.host, 0)
         )
         if refusal is not None:
-            self.sink("access.refused", {"client": f"{addr.host}:{addr.port}", "reason": refusal})
+            self.sink("access.refused", {"client": show((addr.host, addr.port)), "reason": refusal})
             return _Refuse(refusal)
         sid = secrets.token_hex(2)
         while sid in self.sessions:

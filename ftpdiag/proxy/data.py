@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from typing import Protocol as Interface
 
 from twisted.internet import error
 from twisted.internet.interfaces import (
@@ -45,6 +46,7 @@ from ftpdiag.core.events import (
 from ftpdiag.proxy import splice
 from ftpdiag.proxy.addresses import host_port
 from ftpdiag.proxy.recording import DataTap
+from ftpdiag.proxy.timers import cancel
 from ftpdiag.proxy.tls import classify_handshake, openssl_detail, resumable_session, tls_facts
 
 READ_SIZE = 1 << 20
@@ -62,6 +64,20 @@ class DataTimeouts:
     stall: float = 300.0
     #: Relay plain pipes with os.splice (Linux) instead of through Python.
     splice: bool = True
+
+
+class PipeOwner(Interface):
+    """What a pipe needs from the control connection that owns it: one interface instead of
+    callbacks handed over one by one."""
+
+    def pipe_event(self, pipe: int, event: Input) -> None:
+        """A fact of the pipe for the session (the pipe is gone after ``DataClosed``)."""
+
+    def start_data_tls(self, transport: Any, side: Side, normal: bool) -> None:
+        """Start TLS on a data end (toward the server it resumes the control's session)."""
+
+    def remember_upstream_session(self, session: Any) -> None:
+        """The server's newest TLS session, for the next data connection to resume."""
 
 
 @implementer(IHandshakeListener)
@@ -89,7 +105,7 @@ class DataEnd(Protocol):
             # the TLS server, so the proxy is TLS server toward clients, client toward servers.
             self.handshaking = True
             normal = self.accepted == (self.side == "client")
-            self.pipe.start_tls(self.transport, self.side, normal)
+            self.pipe.owner.start_data_tls(self.transport, self.side, normal)
         self.pipe.end_connected(self)
 
     def handshakeCompleted(self) -> None:
@@ -108,11 +124,11 @@ class DataEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
-        if self.tls_done and self.side == "server" and self.pipe.remember_session is not None:
+        if self.tls_done and self.side == "server":
             # Only now has the server's TLS 1.3 ticket surely arrived on this connection.
             session = resumable_session(self.tcp.getHandle())
             if session is not None:
-                self.pipe.remember_session(session)
+                self.pipe.owner.remember_upstream_session(session)
         if self.handshaking:
             detail = openssl_detail(reason)
             self.pipe.report(TLSFailed(self.side, classify_handshake(detail), detail, self.pipe.id))
@@ -162,21 +178,19 @@ def _end_state(reason: Failure) -> EndState:
 
 
 class DataPipe:
-    """The glue for one data connection; reports facts to the session through ``report``."""
+    """The glue for one data connection; reports facts to the session through its owner."""
 
     def __init__(
         self,
         pipe_id: int,
         reactor: Any,
-        report: Callable[[Input], None],
+        owner: PipeOwner,
         timeouts: DataTimeouts,
-        start_tls: Callable[[Any, Side, bool], None] | None = None,
-        remember_session: Callable[[Any], None] | None = None,
         tap: DataTap | None = None,
     ) -> None:
         self.id = pipe_id
         self.reactor: IReactorTCP & IReactorTime = reactor  # type: ignore[valid-type]
-        self.report = report
+        self.owner = owner
         self.timeouts = timeouts
         self.ends: dict[Side, DataEnd | None] = {"client": None, "server": None}
         self.states: dict[Side, EndState] = {"client": "never", "server": "never"}
@@ -192,14 +206,11 @@ class DataPipe:
         self.directions: list[splice.Direction] = []  # [to client, to server] while splicing
         self.splice_states: dict[Side, EndState] = {}
         self._finished_directions = 0
-        self._start_tls = start_tls
-        self.remember_session = remember_session
         #: ``--record-data``: keeps what the server sends (see ``proxy/recording.py``).
         self.tap = tap
 
-    def start_tls(self, transport: Any, side: Side, normal: bool) -> None:
-        assert self._start_tls is not None
-        self._start_tls(transport, side, normal)
+    def report(self, event: Input) -> None:
+        self.owner.pipe_event(self.id, event)
 
     # ---- set-up ------------------------------------------------------------------------
     def listen(self, side: Side, host: str, allow_host: str, tls: bool = False) -> None:
@@ -227,7 +238,7 @@ class DataPipe:
         port = self.listeners.pop(side, None)
         if port is not None:
             port.stopListening()
-        self._cancel_timer(f"connect-{side}")
+        cancel(self.timers, f"connect-{side}")
 
     # ---- life of the ends ----------------------------------------------------------------
     def end_connected(self, end: DataEnd) -> None:
@@ -411,7 +422,7 @@ class DataPipe:
         if self.tap is not None:
             self.tap.close()
         for name in list(self.timers):
-            self._cancel_timer(name)
+            cancel(self.timers, name)
         if self.progress is not None and self.progress.running:
             self.progress.stop()
         to_client, to_server = self._counts()
@@ -429,10 +440,6 @@ class DataPipe:
         )
 
     def _start_timer(self, name: str, fn: Callable[[], None], seconds: float | None = None) -> None:
-        self._cancel_timer(name)
+        cancel(self.timers, name)
         self.timers[name] = self.reactor.callLater(seconds or self.timeouts.connect, fn)
 
-    def _cancel_timer(self, name: str) -> None:
-        call = self.timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()

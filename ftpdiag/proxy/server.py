@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
 
+from ftpdiag.core.addresses import show
 from ftpdiag.core.events import Address
 from ftpdiag.proxy.control import ProxyFactory, ProxySettings, Sink
 from ftpdiag.proxy.twistedlog import take_over_twisted_log
@@ -22,9 +23,7 @@ class RunningProxy:
 
     @property
     def address(self) -> str:
-        host = self.port.getHost()
-        h, p = host.host, host.port  # type: ignore[attr-defined]
-        return f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        return show(self.host_port)
 
     @property
     def host_port(self) -> Address:

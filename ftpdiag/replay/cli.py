@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
+
 
 def run(args: argparse.Namespace) -> int:
     from ftpdiag.analyze import read_records
@@ -18,23 +20,23 @@ def run(args: argparse.Namespace) -> int:
     from ftpdiag.replay.script import ScriptError, build_script, sessions_in
     from ftpdiag.replay.server import ReplayOptions, ReplayServer
 
-    configure(sys.stderr, args.log_format or ("console" if sys.stderr.isatty() else "json"))
+    fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
+    configure(sys.stderr, fmt, lang=resolve(args.lang))
     try:
         records = read_records([str(args.input)])
         script = build_script(records, args.session)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
+        message = label("cli.cannot_read", path=args.input, reason=exc.strerror)
+        print(error_line(message), file=sys.stderr)
         return 2
     except CaptureError as exc:  # its message names the file
-        print(f"ftpdiag: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 2
     except UnicodeDecodeError:
-        print(
-            f"ftpdiag: error: {args.input}: not a log or a capture ftpdiag reads", file=sys.stderr
-        )
+        print(error_line(label("cli.not_a_log", path=args.input)), file=sys.stderr)
         return 2
     except ScriptError as exc:
-        print(f"ftpdiag: error: {args.input}: {exc}", file=sys.stderr)
+        print(error_line(f"{args.input}: {exc}"), file=sys.stderr)
         return 2
     options = ReplayOptions(
         args.timing, args.speed, args.keep_addresses, Path(args.input).resolve().parent
@@ -42,10 +44,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = ReplayServer(script, args.listen, options, emit)
     except OSError as exc:
-        print(
-            f"ftpdiag: error: cannot listen on {args.listen[0]}:{args.listen[1]}: {exc}",
-            file=sys.stderr,
-        )
+        address = f"{args.listen[0]}:{args.listen[1]}"
+        print(error_line(label("cli.cannot_listen", address=address, reason=exc)), file=sys.stderr)
         return 2
     host, port = server.address
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     if not ipaddress.ip_address(host).is_loopback:
-        emit("proxy.exposed", {"listen": shown, "hint": "the replay listens beyond loopback"})
+        emit("proxy.exposed", {"listen": shown, "hint": label("hint.replay_exposed")})
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -75,9 +75,9 @@ def _speed(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(label("cli.not_number", text=text)) from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        raise argparse.ArgumentTypeError(label("cli.not_positive", text=text))
     return value
 
 
@@ -86,35 +86,36 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "replay",
-        help="serve a recorded session again as a fake FTP server",
-        description="Serve a recorded session again: the same replies, data and failures.",
+        help=label("help.replay"),
+        description=label("help.replay_description"),
     )
-    p.add_argument("input", help="anything `ftpdiag analyze` reads (e.g. a --log-file)")
-    p.add_argument("--session", metavar="ID", help="the session to replay (default: the first)")
+    p.add_argument("input", help=label("help.replay_input"))
+    p.add_argument("--session", metavar="ID", help=label("help.replay_session"))
     p.add_argument(
         "--listen",
         type=_listen_arg,
         default=("127.0.0.1", 0),
         metavar="HOST:PORT",
-        help="where clients connect (default 127.0.0.1 on a free port)",
+        help=label("help.replay_listen"),
     )
     p.add_argument(
         "--timing",
         choices=("fast", "recorded"),
         default="fast",
-        help="replies at once (default) or at the recorded latencies",
+        help=label("help.replay_timing"),
     )
     p.add_argument(
         "--speed",
         type=_speed,
         default=1.0,
         metavar="X",
-        help="with --timing recorded: play X times faster (default 1)",
+        help=label("help.replay_speed"),
     )
     p.add_argument(
         "--keep-addresses",
         action="store_true",
-        help="advertise the recorded passive addresses unchanged (reproduces NAT faults)",
+        help=label("help.replay_keep_addresses"),
     )
-    p.add_argument("--log-format", choices=("console", "json"), help="terminal format")
+    p.add_argument("--log-format", choices=("console", "json"), help=label("help.terminal_format"))
+    add_lang_argument(p)
     p.set_defaults(func=run)

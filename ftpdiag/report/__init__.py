@@ -11,9 +11,9 @@ from typing import Any
 from ftpdiag.analyze import analyze_indexed
 from ftpdiag.report.model import build_sessions
 from ftpdiag.report.redact import redact_records
-from ftpdiag.report.render import LANGS, labels, render
+from ftpdiag.report.render import labels, render
 
-__all__ = ["LANGS", "build_report", "labels", "with_diagnoses"]
+__all__ = ["build_report", "labels", "with_diagnoses"]
 
 
 def with_diagnoses(records: list[dict[str, Any]], lang: str = "en") -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ftpdiag.analyze import read_records
 from ftpdiag.capture import CaptureError
-from ftpdiag.rules.catalog import default_lang
+from ftpdiag.i18n import add_lang_argument, error_line, label, resolve
 
 
 def read_inputs(paths: list[str]) -> list[dict[str, Any]]:
@@ -41,15 +41,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         records = read_inputs(args.inputs)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        message = label("cli.cannot_read", path=exc.filename, reason=exc.strerror)
+        print(error_line(message), file=sys.stderr)
         return 2
     except CaptureError as exc:
-        print(f"ftpdiag: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 2
     if not any(r.get("session") is not None for r in records):
-        print("ftpdiag: error: no session in the input: nothing to report", file=sys.stderr)
+        print(error_line(label("cli.no_session")), file=sys.stderr)
         return 2
-    html = build_report(records, args.lang or default_lang())
+    html = build_report(records, resolve(args.lang))
     out: Path = args.output
     try:
         # 0600: a report shows what users did; it is for the person who made it to share.
@@ -58,20 +59,24 @@ def run(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
     except OSError as exc:
-        print(f"ftpdiag: error: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        print(
+            error_line(label("cli.cannot_write_file", path=out, reason=exc.strerror)),
+            file=sys.stderr,
+        )
         return 2
-    print(f"ftpdiag: report written to {out}", file=sys.stderr)
+    print(label("cli.report_written", path=out), file=sys.stderr)
     return 0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "report",
-        help="write a self-contained HTML report of saved logs",
-        description="Write one self-contained HTML file (no network access when opened) that "
-        "shows each session: the outcome and root cause, a timeline, and the data channels.",
+        help=label("help.report"),
+        description=label("help.report_description"),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="logs that `ftpdiag analyze` reads")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the HTML file")
-    p.add_argument("--lang", choices=("en", "vi"), help="language (default from the locale)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=label("help.report_inputs"))
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help=label("help.report_output")
+    )
+    add_lang_argument(p)
     p.set_defaults(func=run)

@@ -19,9 +19,9 @@ from importlib import resources
 from typing import Any
 
 from ftpdiag import __version__
+from ftpdiag.i18n import LANGUAGES
 from ftpdiag.report.model import Channel, Row, SessionReport
 
-LANGS = ("en", "vi")
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 _KNOWN_SUMMARY = (
     "duration_ms",
@@ -46,7 +46,7 @@ _NOT_FACTS = frozenset({*_KNOWN_SUMMARY, "diagnoses", "root_cause"})
 @cache
 def labels(lang: str) -> Mapping[str, str]:
     """The report's words in ``lang`` (``labels/<lang>.toml``; English for anything else)."""
-    name = lang if lang in LANGS else "en"
+    name = lang if lang in LANGUAGES else "en"
     text = resources.files("ftpdiag.report").joinpath(f"labels/{name}.toml").read_text("utf-8")
     return tomllib.loads(text)
 
@@ -392,7 +392,7 @@ def render(sessions: list[SessionReport], lang: str = "en") -> str:
         ],
     }
     slots: dict[str, Callable[[], str]] = {
-        "lang": lambda: _e(lang if lang in LANGS else "en"),
+        "lang": lambda: _e(lang if lang in LANGUAGES else "en"),
         "version": lambda: _e(__version__),
         "title": lambda: _e(_title(sessions, L)),
         "css": lambda: _asset("report.css"),

@@ -8,7 +8,6 @@ raises :class:`CatalogError` with the file, the code and the field at fault.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, cast
+
+from ftpdiag.core.facts import SEVERITY_ORDER, Severity
+from ftpdiag.core.messages import is_standard_code
+from ftpdiag.i18n import LANGUAGES, default_lang
 
 __all__ = [
     "HEADING_KEYS",
@@ -31,10 +34,8 @@ __all__ = [
     "load_catalog_file",
 ]
 
-Severity = Literal["info", "warning", "error"]
 
-LANGUAGES: tuple[str, ...] = ("en", "vi")
-SEVERITIES: frozenset[str] = frozenset({"info", "warning", "error"})
+SEVERITIES: frozenset[str] = frozenset(SEVERITY_ORDER)
 STATE_TAGS: frozenset[str] = frozenset(
     {
         "greeting",
@@ -151,7 +152,8 @@ def select_variant(
     return best
 
 
-def _first_sentence(text: str) -> str:
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (a title from a description)."""
     return _SENTENCE_END_RE.split(text.strip(), maxsplit=1)[0]
 
 
@@ -185,8 +187,14 @@ class Catalog:
         )
         self.next = _string_table(tables["class_next"], CLASS_KEYS, f"{source}: [meta.class_next]")
         self.groups = _string_table(tables["groups"], GROUP_KEYS, f"{source}: [meta.groups]")
-        self.nonstandard_title = _require_str(
-            tables["nonstandard"], "title", f"{source}: [meta.nonstandard]"
+        nonstandard, where = tables["nonstandard"], f"{source}: [meta.nonstandard]"
+        self.nonstandard_title = _require_str(nonstandard, "title", where)
+        # The marker of a code in 100..699 that no RFC defines (231, 430 …); the title is the
+        # class label of the Winsock codes outside that range.
+        self.nonstandard_marker = (
+            _require_str(nonstandard, "marker", where)
+            if "marker" in nonstandard
+            else self.nonstandard_title
         )
         generic = _string_table(tables["generic"], PROSE_FIELDS, f"{source}: [meta.generic]")
         for field, template in generic.items():
@@ -259,29 +267,29 @@ class Catalog:
 
     def class_name(self, code: int) -> str:
         """Localized class name from the first digit, or the non-standard label."""
-        if not 100 <= code <= 699:
+        if not is_standard_code(code):
             return self.nonstandard_title
         return self.classes.get(str(code)[0], self.nonstandard_title)
 
     def group_name(self, code: int) -> str:
         """Localized function-group name from the second digit ("" if none)."""
-        if not 100 <= code <= 699:
+        if not is_standard_code(code):
             return ""
         return self.groups.get(str(code)[1], "")
 
     def class_tells(self, code: int) -> str:
         """What a reply of this code's class tells the client (one sentence)."""
-        if 100 <= code <= 699 and str(code)[0] in self.tells:
+        if is_standard_code(code) and str(code)[0] in self.tells:
             return self.tells[str(code)[0]]
         entry = self._entries.get(code)
-        return "" if entry is None else _first_sentence(entry.description)
+        return "" if entry is None else first_sentence(entry.description)
 
     def class_next(self, code: int) -> str:
         """Who acts next after a reply of this code's class (one sentence)."""
-        if 100 <= code <= 699 and str(code)[0] in self.next:
+        if is_standard_code(code) and str(code)[0] in self.next:
             return self.next[str(code)[0]]
         entry = self._entries.get(code)
-        return "" if entry is None else _first_sentence(entry.remedy)
+        return "" if entry is None else first_sentence(entry.remedy)
 
     def explain(
         self,
@@ -331,7 +339,7 @@ class Catalog:
             return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template)
 
         severity: Severity = "warning"
-        if 100 <= code <= 699:
+        if is_standard_code(code):
             digit = str(code)[0]
             severity = "warning" if digit == "4" else "error" if digit == "5" else "info"
         return Explanation(
@@ -400,7 +408,7 @@ def _parse_entry(raw: object, where: str, source: str) -> _Entry:
     standard = raw["standard"]
     if not isinstance(standard, bool):
         raise CatalogError(f"{where}: field 'standard' must be true or false")
-    if standard and not 100 <= code <= 699:
+    if standard and not is_standard_code(code):
         raise CatalogError(f"{where}: field 'code': standard codes are 3 digits, 100..699")
     if code < 100:
         raise CatalogError(f"{where}: field 'code': reply codes have at least 3 digits")
@@ -508,14 +516,3 @@ def load_catalog(lang: str = "en") -> Catalog:
     except OSError as exc:
         raise CatalogError(f"{source}: cannot read catalog: {exc}") from exc
     return Catalog.from_bytes(data, source, lang)
-
-
-def default_lang(environ: Mapping[str, str] | None = None) -> str:
-    """Pick the catalog language from LC_ALL, LC_MESSAGES, LANG: "vi..." means "vi", else "en"."""
-    if environ is None:
-        environ = os.environ
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = environ.get(name, "")
-        if value:
-            return "vi" if value.lower().startswith("vi") else "en"
-    return "en"

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ftpdiag.core.addresses import is_unroutable
-from ftpdiag.core.transfers import TRANSFER_VERBS
+from ftpdiag.core.transfers import TRANSFER_VERBS, UPLOAD_VERBS
+from ftpdiag.rules.client_checks import CLIENT_CHECKS
 from ftpdiag.rules.finding import Check, Finding, handles
 from ftpdiag.rules.sequences import allowed_replies
 from ftpdiag.rules.server_messages import SERVER_MESSAGE_CHECKS
@@ -31,7 +32,6 @@ BINARY_SUFFIXES = frozenset({
     ".dll", ".so", ".jpg", ".jpeg", ".png", ".gif", ".pdf", ".mp3", ".mp4", ".mkv", ".avi", ".mov",
     ".docx", ".xlsx", ".pptx", ".jar", ".class", ".pyc", ".whl", ".deb", ".rpm",
 })  # fmt: skip
-UPLOAD_VERBS = frozenset({"STOR", "STOU", "APPE"})
 FILE_VERBS = frozenset(
     {
         "RETR",
@@ -78,6 +78,13 @@ TLS_COMMANDS = frozenset({
 
 def _state(f: dict[str, Any]) -> frozenset[str]:
     return frozenset(f.get("state") or ())
+
+
+def upstream_command(f: dict[str, Any]) -> str | None:
+    """The verb the server answered: the proxy reports it when it translated the client's
+    (PASV for PORT, or the ``auto`` fallback); a record without it (no proxy in between)
+    answers the client's own command."""
+    return f.get("upstream_command") or f.get("command")
 
 
 def _reply_evidence(f: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +193,7 @@ def data_setup_replies(event: str, f: dict[str, Any], view: SessionView) -> Iter
     """EPSV/EPRT refused (RFC 2428 §4/§5 fallback), 425 after PORT/EPRT, 500/501 to PORT."""
     if event != "reply":
         return
-    code, command = f["code"], view.upstream_verb(f.get("command"))
+    code, command = f["code"], upstream_command(f)
     ev = {**_reply_evidence(f), "command": command}
     if command == "EPSV" and code in (500, 501, 502, 522):
         yield Finding("epsv.refused", code, ev)
@@ -343,7 +350,7 @@ def file_errors(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Fi
 def protocol(event: str, f: dict[str, Any], view: SessionView) -> Iterator[Finding]:
     """RFC 959 §4.2 and §5.4: reply syntax, multi-line framing and the command–reply table."""
     if event == "reply":
-        code, command = f["code"], view.upstream_verb(f.get("command"))
+        code, command = f["code"], upstream_command(f)
         # 421 may come at any time: the server is closing the connection (RFC 959 §4.2).
         if f.get("unsolicited") and code != 421:
             yield Finding("protocol.unsolicited", code, _reply_evidence(f))
@@ -515,5 +522,6 @@ CHECKS: tuple[Check, ...] = (
     timing,
     upstream,
     *TLS_CHECKS,
+    *CLIENT_CHECKS,
 )
 FALLBACK: Check = catalog_fallback

@@ -2,9 +2,10 @@
 
 It consumes exactly the records the proxy logs (``command``, ``reply``, ``transfer.end``…), so
 the same engine runs live inside the proxy and offline on a saved JSON-lines log
-(``ftpdiag analyze``). Knowledge is data: the texts of the rules are in ``diagnoses.toml`` and
-the meaning of each code in the catalog; the checks in ``checks.py`` only decide *which* rule
-fires and with what evidence.
+(``ftpdiag analyze``). Knowledge is data: the texts of the rules are in ``diagnoses.toml``
+(English, the source) and ``diagnoses_<lang>.toml`` (translations, same ids), the meaning
+of each code in the catalog; the checks in ``checks.py`` only decide *which* rule fires and
+with what evidence.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ftpdiag.i18n import label, template_pattern
 from ftpdiag.rules.catalog import Explanation, load_catalog
 from ftpdiag.rules.checks import CHECKS, FALLBACK, SLOW_REPLY_MS, refused_probe
 from ftpdiag.rules.finding import Finding, by_event
 from ftpdiag.rules.outcomes import Outcomes, is_probe
 from ftpdiag.rules.view import SessionView
 
-SEVERITIES = frozenset({"info", "warning", "error"})
 _ROUTES = by_event(CHECKS)
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
@@ -47,19 +48,65 @@ class RuleText:
     phrases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
+#: The English source of every rule's texts, and the file of each translation.
+RULE_FILES = {"en": "diagnoses.toml", "vi": "diagnoses_vi.toml"}
+_PROSE = ("title", "explanation", "remedy")
+
+
 @cache
-def rule_texts() -> Mapping[str, RuleText]:
-    """Rule id → texts, from ``diagnoses.toml`` (validated by the tests)."""
-    raw = tomllib.loads(
-        resources.files("ftpdiag.rules").joinpath("diagnoses.toml").read_text("utf-8")
-    )
-    return {rid: RuleText(**spec) for rid, spec in raw["rule"].items()}
+def value_words(lang: str) -> Mapping[str, Mapping[str, str]]:
+    """Evidence field → its fixed English values in ``lang``'s words (``[values]`` of the
+    language's file): ``side = "client"`` reads "máy khách" in Vietnamese prose, while the
+    record's ``evidence`` keeps the value as logged."""
+    if lang not in RULE_FILES or lang == "en":
+        return {}
+    text = resources.files("ftpdiag.rules").joinpath(RULE_FILES[lang]).read_text("utf-8")
+    return dict(tomllib.loads(text).get("values", {}))
 
 
-def fill(template: str, values: Mapping[str, Any]) -> str:
+def _in_words(words: Mapping[str, str], value: Any) -> Any:
+    """``value`` in the words of ``words`` (an exact entry, or a template entry such as
+    ``"AUTH {arg} accepted (234): …"`` whose fields carry over); unchanged when none fits."""
+    text = str(value)
+    if text in words:
+        return words[text]
+    for english, said in words.items():
+        match = template_pattern(english).fullmatch(text) if "{" in english else None
+        if match:
+            return said.format(**match.groupdict())
+    return value
+
+
+@cache
+def rule_texts(lang: str = "en") -> Mapping[str, RuleText]:
+    """Rule id → texts in ``lang``. Severity and priority come from the English source
+    (``diagnoses.toml``), the prose and phrases from the language's file; a text missing
+    there falls back to English field by field (the tests forbid missing ones)."""
+    files = resources.files("ftpdiag.rules")
+    english: Mapping[str, dict[str, Any]] = tomllib.loads(
+        files.joinpath(RULE_FILES["en"]).read_text("utf-8")
+    )["rule"]
+    if lang == "en" or lang not in RULE_FILES:
+        return {rid: RuleText(**spec) for rid, spec in english.items()}
+    translated: Mapping[str, dict[str, Any]] = tomllib.loads(
+        files.joinpath(RULE_FILES[lang]).read_text("utf-8")
+    )["rule"]
+    texts: dict[str, RuleText] = {}
+    for rid, spec in english.items():
+        local = translated.get(rid, {})
+        merged = {**spec, **{k: local[k] for k in _PROSE if local.get(k)}}
+        phrases = {
+            name: {**words, **local.get("phrases", {}).get(name, {})}
+            for name, words in spec.get("phrases", {}).items()
+        }
+        texts[rid] = RuleText(**{**merged, "phrases": phrases})
+    return texts
+
+
+def fill(template: str, values: Mapping[str, Any], missing: str = "unknown") -> str:
     """Fill ``{name}`` placeholders from ``values``. A ``[bracketed part]`` is kept only when
     every placeholder inside it has a value (not missing, not None); outside brackets a
-    missing value reads "unknown"."""
+    missing value reads ``missing`` ("unknown", in the reader's language)."""
 
     def known(name: str) -> bool:
         return values.get(name) is not None
@@ -70,7 +117,7 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
 
     text = _OPTIONAL.sub(optional, template)
     return _PLACEHOLDER.sub(
-        lambda m: str(values[m.group(1)]) if known(m.group(1)) else "unknown", text
+        lambda m: str(values[m.group(1)]) if known(m.group(1)) else missing, text
     )
 
 
@@ -162,23 +209,27 @@ class Diagnoser:
 
     def render(self, finding: Finding, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Turn a finding into the ``diagnosis`` record: rule text first, catalog text second."""
-        text = rule_texts()[finding.rule]
+        text = rule_texts(self.lang)[finding.rule]
         base = None
         if finding.code is not None:
             context = fields if fields.get("code") == finding.code else {"code": finding.code}
             base = self._explain({**context, **finding.context}, finding.code)
         evidence = dict(finding.evidence)
-        values = dict(evidence)
+        spoken = value_words(self.lang)
+        values = {k: _in_words(spoken.get(k, {}), v) for k, v in evidence.items()}
         for name, words in text.phrases.items():
             values[f"{name}_text"] = words.get(str(evidence.get(name)))
+        unknown = label("words.unknown", self.lang)
+
+        def prose(template: str, fallback: str) -> str:
+            return fill(template, values, unknown) if template else fallback
+
         return {
             "code": finding.code,
             "rule": finding.rule,
             "severity": text.severity or (base.severity if base else "info"),
-            "title": fill(text.title, values) if text.title else (base.title if base else ""),
-            "explanation": fill(text.explanation, values)
-            if text.explanation
-            else (base.description if base else ""),
-            "remedy": fill(text.remedy, values) if text.remedy else (base.remedy if base else ""),
+            "title": prose(text.title, base.title if base else ""),
+            "explanation": prose(text.explanation, base.description if base else ""),
+            "remedy": prose(text.remedy, base.remedy if base else ""),
             "evidence": evidence,
         }

@@ -22,6 +22,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ftpdiag.i18n import word
+
 KEPT = 100
 """How many failed operations a session keeps for its summary."""
 _STATUS_OF_RULE = {
@@ -326,5 +328,5 @@ class Outcomes:
         if not total:
             parts.append(words["nothing"])
         if self.abnormal:
-            parts.append(words["abnormal"].format(reason=self.abnormal))
+            parts.append(words["abnormal"].format(reason=word("reason", self.abnormal, lang)))
         return str(words["separator"]).join(parts)

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftpdiag.core.facts import SEVERITY_ORDER
+
 _BYTES_IN_150 = re.compile(r"\((\d+) bytes\)")
-_TO_PASSIVE = {"PORT": "PASV", "EPRT": "EPSV"}
-_TO_ACTIVE = {"PASV": "PORT", "EPSV": "EPRT"}
 KEPT = 100
 """How many outcomes and diagnoses a session keeps for its summary."""
-SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITY_ORDER)}
 
 
 @dataclass
@@ -33,7 +33,6 @@ class SessionView:
     ended_ms: float = 0.0
     outcomes: list[int | str] = field(default_factory=list)  # the first KEPT only
     diagnoses: list[dict[str, Any]] = field(default_factory=list)  # the first KEPT only
-    current_pipe: int | None = None
     active_pipes: set[int] = field(default_factory=set)
     no_completion: set[int] = field(default_factory=set)
     control_dropped: bool = False
@@ -41,8 +40,6 @@ class SessionView:
     # command: if the client quits next, that refusal is why (curl gives up after SIZE).
     refused_lookup: dict[str, Any] | None = None
     slow_reply_ms: float = 2000.0
-    upstream_mode: str = "same"
-    falling_back: bool = False
     # Settings as the server accepted them (RFC 959 §4.1.2, RFC 3659 §5: a refused TYPE or
     # REST changes nothing), not as the client last asked: a REST 1 probe answered 502 must not
     # make the next complete download look short.
@@ -62,16 +59,6 @@ class SessionView:
             self.diagnoses.append(diagnosis)
         if str(diagnosis["rule"]).startswith("peer."):
             self.peer_identified = True
-
-    def upstream_verb(self, verb: str | None) -> str | None:
-        """The data-setup verb the server actually received for the client's ``verb``: the
-        proxy sends PASV for PORT (and PORT for PASV) when ``--upstream-mode`` differs from the
-        client's mode, and falls back from PASV to PORT in ``auto`` mode."""
-        if self.upstream_mode in ("passive", "auto") and not self.falling_back:
-            return _TO_PASSIVE.get(str(verb), verb)
-        if self.upstream_mode == "active" or self.falling_back:
-            return _TO_ACTIVE.get(str(verb), verb)
-        return verb
 
     def expected_bytes(self, pipe: int, rest: int, moved: int) -> int | None:
         """How many bytes a download should carry, or None when nothing says.
@@ -103,10 +90,7 @@ class SessionView:
     def observe(self, event: str, fields: dict[str, Any]) -> None:
         """Remember what later checks need; called after the checks have seen the event."""
         if event == "session.open":
-            self.upstream_mode = str(fields.get("upstream_mode") or "same")
             self.upstream = fields.get("upstream")
-        elif event == "data.fallback":
-            self.falling_back = True
         elif (
             event == "tls.established"
             and fields.get("channel") == "data"
@@ -120,13 +104,10 @@ class SessionView:
                 self.last_user = str(fields.get("arg") or "")
         elif event == "reply":
             self._observe_reply(fields)
-            if fields.get("command") in _TO_ACTIVE:
-                self.falling_back = False
         elif event == "transfer.start":
             self.transfers[fields["pipe"]] = fields
             self.settings[fields["pipe"]] = self.effective(fields)
             self.rest = None  # RFC 959 §4.1.3: REST applies to the next transfer command only
-            self.current_pipe = fields["pipe"]
             self.active_pipes.add(fields["pipe"])
         elif event == "transfer.progress":
             pipe = fields["pipe"]
@@ -172,10 +153,10 @@ class SessionView:
             self.greeting_preliminary = True
         elif code == 213 and command == "SIZE" and text.strip().isdigit():
             self.sizes[str(fields.get("arg") or "")] = int(text.strip())
-        elif code in (125, 150) and self.current_pipe is not None:
+        elif code in (125, 150) and fields.get("pipe") is not None:
             match = _BYTES_IN_150.search(text)
             if match:
-                self.expected[self.current_pipe] = int(match.group(1))
+                self.expected[int(fields["pipe"])] = int(match.group(1))
 
     def summary(
         self, close: dict[str, Any], priority: Callable[[str], int] = lambda rule: 0

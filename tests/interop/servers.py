@@ -46,7 +46,6 @@ import ipaddress
 import os
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -58,6 +57,8 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn, TypeVar
 
 import pytest
+
+from bench.procs import stop_group
 
 HOST = "127.0.0.1"
 USER = "ftpdiag"
@@ -75,7 +76,6 @@ SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/us
 PORT_MIN, PORT_MAX = 20000, 32000
 # Pure-FTPd caps its concurrent users at half the passive port range: 100 ports -> 50 users.
 PASV_RANGE_SIZE = 100
-STOP_TIMEOUT = 5.0
 
 
 class ServerUnavailable(Exception):
@@ -436,18 +436,7 @@ class FTPServer:
     def stop(self) -> None:
         """Terminate the server's process group, wait a bounded time, then kill it."""
         proc, self.proc = self.proc, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(STOP_TIMEOUT)
-            # Session children outlive their parent: kill whatever is left of the group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)  # session children outlive their parent: the whole group goes
         release_ports(self._ports)
         self._ports = []
         if self.workdir != Path() and not os.environ.get("FTPDIAG_KEEP_SERVER_DIRS"):

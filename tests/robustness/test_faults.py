@@ -90,6 +90,15 @@ DIAGNOSED: dict[tuple[str, str, str], set[str]] = {
         for fault in ("rst", "close")
         for phase in MID
     },
+    # The client's ABOR may end the transfer before the server's fault reaches the proxy.
+    **{
+        ("server", fault, "abor"): {
+            "control.dropped_during_transfer",
+            "transfer.interrupted",
+            "transfer.client_stopped",
+        }
+        for fault in ("rst", "close")
+    },
 }
 
 
@@ -230,7 +239,7 @@ def test_fault_matrix(
 
 # ---- beyond the matrix ------------------------------------------------------------------------
 SILENT_SIDE_UNNAMED = (
-    "ftpdiag/core/session.py Session._on_timer('idle'): when the idle timer fires while a "
+    "ftpdiag/core/session.py Session._on_idle_timer: when the idle timer fires while a "
     "command is still awaiting the server's reply, the proxy logs control.idle_timeout "
     "{seconds} and closes with reason 'idle timeout' and answers '421 no activity' - exactly "
     "as for an idle client; nothing says the *server* went silent on USER/RETR, and no "
@@ -270,7 +279,7 @@ def test_server_stall_is_attributed_to_the_server(
 
 IDLE_KILLS_TRANSFERS = (
     "ftpdiag/core/session.py: the 'idle' timer is restarted only by client control bytes "
-    "(Session._on_client_bytes) and Session._on_timer('idle') closes the session "
+    "(Session._on_client_bytes) and Session._on_idle_timer closes the session "
     "unconditionally, so with --idle-timeout N every download or upload that lasts longer "
     "than N seconds is cut with 421 while data is flowing"
 )
@@ -344,7 +353,7 @@ def test_stalled_reader_is_released_after_close(
 STALE_BYTES = (
     "ftpdiag/proxy/control.py: ClientControl.tally_pipes() (the live byte counts of the data "
     "pipes) is fed only from connectionLost and shutdown; a close the session decides itself - "
-    "Session._on_timer('idle') here, likewise 'server line too long' / 'server reply too long' - "
+    "Session._on_idle_timer here, likewise 'server line too long' / 'server reply too long' - "
     "ends the open transfers with the counts of the last 5-s DataProgress, so transfer.end and "
     "session.close log bytes=0 although hundreds of KB moved"
 )
