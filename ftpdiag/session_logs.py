@@ -11,6 +11,7 @@ stops that file with one warning, never the proxy.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -31,6 +32,8 @@ def _part(value: object) -> str:
 
 class SessionLogDir:
     """A sink of the logging fan-out (``write(level, event_dict)``), one file per session."""
+
+    min_level = logging.DEBUG  # everything, as the main JSON log
 
     def __init__(self, directory: Path, render: Callable[[EventDict], str]) -> None:
         self.directory = directory
@@ -56,7 +59,9 @@ class SessionLogDir:
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(f"ftpdiag: warning: cannot write session log {sid}: {exc}\n")
             return
-        if event_dict.get("event") == LAST_EVENT:
+        if event_dict.get("event") == "route.selected":  # a gateway's client chose its server
+            self.rename(sid, str(event_dict.get("upstream")))
+        elif event_dict.get("event") == LAST_EVENT:
             self._close(sid)
 
     def _open(self, sid: str, first: EventDict) -> IO[str] | None:
