@@ -7,13 +7,14 @@ import contextlib
 import ipaddress
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from ftpdiag import __version__
 from ftpdiag.core.addresses import show
 from ftpdiag.core.config import SessionConfig
+from ftpdiag.core.routing import UpstreamPolicy
 from ftpdiag.i18n import (
     add_lang_argument,
     error_line,
@@ -243,6 +244,21 @@ def _add_proxy(sub: Any) -> None:
         action="store_true",
         help=label("help.record_tls_data"),
     )
+    gateway = p.add_argument_group(label("help.gateway_group"))
+    gateway.add_argument("--route-by-user", action="store_true", help=label("help.route_by_user"))
+    gateway.add_argument(
+        "--allow-upstream",
+        action="append",
+        default=[],
+        metavar="CIDR|HOST",
+        help=label("help.allow_upstream"),
+    )
+    gateway.add_argument(
+        "--session-log-dir", type=Path, metavar="DIR", help=label("help.session_log_dir")
+    )
+    gateway.add_argument(
+        "--metrics", type=_listen_arg, metavar="HOST:PORT", help=label("help.metrics")
+    )
     tls = p.add_argument_group(label("help.tls_group"))
     tls.add_argument(
         "--listen-tls",
@@ -309,20 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> tuple[IO[str] | None, ReportSink | None]:
-    from ftpdiag.logconfig import configure, emit
+    from ftpdiag.logconfig import configure, emit, render_json
     from ftpdiag.report.collect import ReportSink
 
     log_file = args.log_file.open("a", encoding="utf-8", buffering=1) if args.log_file else None
     fmt = args.log_format or ("console" if sys.stderr.isatty() else "json")
     reports = None
+    outputs: list[Any] = []
     if args.report_dir:
         reports = ReportSink(args.report_dir, args.lang, emit, background=True)
+        outputs.append(reports)
+    if args.session_log_dir:
+        from ftpdiag.session_logs import SessionLogDir
+
+        outputs.append(SessionLogDir(args.session_log_dir, render_json))
     configure(
         sys.stderr,
         fmt,
         log_file,
         verbosity=-1 if args.quiet else (1 if args.verbose else 0),
-        outputs=[reports] if reports else (),
+        outputs=outputs,
         lang=args.lang,
     )
     return log_file, reports
@@ -382,7 +404,9 @@ def run_proxy(args: argparse.Namespace) -> int:
         return 2
     sandbox = tmp = None
     upstream = args.upstream
-    if upstream is None:
+    if args.route_by_user:
+        upstream = upstream or ("", 0)  # each client chooses at login
+    elif upstream is None:
         from ftpdiag.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, start_sandbox
 
         sandbox, tmp = start_sandbox()
@@ -396,6 +420,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         max_line=args.max_line,
         greeting_timeout=args.greeting_timeout,
         idle_timeout=args.idle_timeout,
+        route_by_user=args.route_by_user,
+        allow_upstream=UpstreamPolicy.from_args(args.allow_upstream),
     )
     settings = ProxySettings(
         tls=tls,
@@ -413,8 +439,17 @@ def run_proxy(args: argparse.Namespace) -> int:
         ),
     )
     connector = UpstreamConnector(reactor, timeout=args.connect_timeout)
+    sink: Callable[[str, dict[str, Any]], None] = emit
     try:
-        proxy = start_proxy(reactor, args.listen, settings, emit, connector)
+        if args.metrics is not None:
+            from ftpdiag.proxy.metrics import Metrics, serve_metrics
+
+            metrics = Metrics()
+            sink = metrics.wrap(emit)
+            metrics_port = serve_metrics(reactor, metrics, args.metrics)
+            host = metrics_port.getHost()
+            emit("metrics.listen", {"listen": show((host.host, host.port))})  # type: ignore[attr-defined]
+        proxy = start_proxy(reactor, args.listen, settings, sink, connector)
     except error.CannotListenError as exc:
         address = f"{args.listen[0]}:{args.listen[1]}"
         print(
@@ -425,7 +460,8 @@ def run_proxy(args: argparse.Namespace) -> int:
             sandbox.stop()
         return 2
     listen = proxy.address
-    fields: dict[str, Any] = {"listen": listen, "upstream": show(upstream)}
+    shown = "chosen at login (USER user@host[:port])" if args.route_by_user else show(upstream)
+    fields: dict[str, Any] = {"listen": listen, "upstream": shown}
     if sandbox is not None:
         fields.update(
             sandbox=True,

@@ -160,6 +160,17 @@ class ConsoleRenderer:
         )
         return self.paint(text, "yellow")
 
+    def _metrics_listen(self, ev: Mapping[str, Any]) -> str:
+        return self.paint(self.label("metrics_listen", listen=ev["listen"]), "dim")
+
+    def _route_selected(self, ev: Mapping[str, Any]) -> str:
+        fields = {k: ev[k] for k in ("user", "host", "port", "upstream")}
+        return self.paint(self.label("route_selected", **fields), "cyan")
+
+    def _route_refused(self, ev: Mapping[str, Any]) -> str:
+        text = self.label("route_refused", kind=ev["kind"], reason=ev["reason"])
+        return self.paint(text, "yellow")
+
     def _access_refused(self, ev: Mapping[str, Any]) -> str:
         reason = reword("refusal", str(ev["reason"]), self.lang)
         return self.paint(self.label("refused", client=ev["client"], reason=reason), "yellow")

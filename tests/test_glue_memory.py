@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 import pytest
+from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -27,18 +28,22 @@ from ftpdiag.core.events import (
     DataConnected,
     DataListening,
     DialData,
+    DialUpstream,
     Fact,
     FinishData,
     GoBlind,
+    HostResolved,
     Input,
     ListenData,
     Output,
+    ResolveHost,
     Side,
     StartTimer,
     StartTLS,
     ToClient,
     ToServer,
     UpstreamConnected,
+    UpstreamFailed,
 )
 from ftpdiag.core.session import Session
 from ftpdiag.proxy.control import ClientControl, ProxyFactory, ProxySettings, ServerControl
@@ -306,6 +311,36 @@ def test_go_blind_relays_unread() -> None:
     c.run(GoBlind())
     c.proto.dataReceived(b"\x16\x03\x01 TLS bytes")
     assert c.upstream.value() == b"\x16\x03\x01 TLS bytes"
+
+
+@_tests(ResolveHost)
+def test_resolve_host_asks_the_injected_resolver() -> None:
+    """``ResolveHost``: the connector's resolver (injected: no DNS in tests) answers, and the
+    session is fed ``HostResolved``, or ``UpstreamFailed("dns")`` when it fails."""
+    c = Control()
+    asked: list[str] = []
+    fed: list[Any] = []
+    answers = {"ftp.example.test": defer.succeed("127.0.0.7")}
+
+    def resolver(host: str) -> defer.Deferred[str]:
+        asked.append(host)
+        return answers.get(host) or defer.fail(error.DNSLookupError(host))
+
+    c.factory.connector.resolver = resolver
+    c.proto.feed = fed.append  # type: ignore[method-assign]
+    c.run(ResolveHost("ftp.example.test"), ResolveHost("nowhere.example.test"))
+    assert asked == ["ftp.example.test", "nowhere.example.test"]
+    assert fed[0] == HostResolved("ftp.example.test", "127.0.0.7")
+    assert isinstance(fed[1], UpstreamFailed) and fed[1].kind == "dns"
+
+
+@_tests(DialUpstream)
+def test_dial_upstream_connects_to_the_chosen_server() -> None:
+    """``DialUpstream``: the control connection to the server the client chose is dialled."""
+    c = Control()
+    c.run(DialUpstream(("127.0.0.9", 2121)))
+    host, port, *_ = c.reactor.tcpClients[-1]
+    assert (host, port) == ("127.0.0.9", 2121)
 
 
 def test_an_unknown_output_raises() -> None:

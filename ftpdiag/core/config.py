@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from ftpdiag.core.routing import UpstreamPolicy
 
 UpstreamMode = Literal["same", "passive", "active", "auto"]
 ClientTLS = Literal["off", "explicit", "implicit"]
@@ -27,3 +29,7 @@ class SessionConfig:
     upstream_tls: UpstreamTLS = "auto"
     #: Relay TLS without terminating it: the proxy goes blind after AUTH TLS.
     tls_passthrough: bool = False
+    #: A gateway: the client chooses the server at login (``USER user@host[:port]``).
+    route_by_user: bool = False
+    #: Which servers a routing gateway may dial.
+    allow_upstream: UpstreamPolicy = field(default_factory=UpstreamPolicy)

@@ -59,6 +59,14 @@ class UpstreamFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class HostResolved:
+    """The host a client chose at login (``USER user@host``) resolved to ``address``."""
+
+    host: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
 class FromClient:
     """Bytes the client sent on the control connection."""
 
@@ -196,6 +204,7 @@ class Shutdown:
 Input = (
     UpstreamConnected
     | UpstreamFailed
+    | HostResolved
     | FromClient
     | FromServer
     | ControlClosed
@@ -238,6 +247,21 @@ class ListenData:
     host: str
     allow_host: str
     tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveHost:
+    """Resolve the host the client chose at login; answer ``HostResolved`` or
+    ``UpstreamFailed("dns", …)``."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialUpstream:
+    """Connect the control connection to the server chosen at login."""
+
+    address: Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +327,8 @@ class Fact:
 Output = (
     ToClient
     | ToServer
+    | ResolveHost
+    | DialUpstream
     | ListenData
     | DialData
     | FinishData

@@ -55,6 +55,11 @@ FACTS: tuple[FactSpec, ...] = (
         "the proxy is listening; the `sandbox` fields only with the built-in sandbox server",
     ),
     FactSpec(
+        "metrics.listen",
+        ("listen",),
+        "`--metrics`: Prometheus metrics are served on `listen`",
+    ),
+    FactSpec(
         "proxy.exposed",
         ("listen", "hint"),
         "listening beyond loopback without `--allow-client`",
@@ -98,6 +103,17 @@ FACTS: tuple[FactSpec, ...] = (
         "upstream.failed",
         ("kind", "detail", "upstream"),
         "the server could not be reached; `kind`: `refused`/`timeout`/`dns`/`unreachable`/`error`",
+    ),
+    FactSpec(
+        "route.selected",
+        ("user", "host", "port", "upstream"),
+        "`--route-by-user`: the client logged in as `user@host[:port]`; the proxy dials `upstream`",
+    ),
+    FactSpec(
+        "route.refused",
+        ("kind", "reason"),
+        "`--route-by-user`: no server for this login (`kind`: `malformed`, `not allowed`, or the"
+        " `upstream.failed` kind); the client got 530 and may log in again",
     ),
     FactSpec(
         "command",

@@ -44,6 +44,7 @@ from ftpdiag.core.events import (
     DataTally,
     FromClient,
     FromServer,
+    HostResolved,
     Input,
     Output,
     Shutdown,
@@ -58,6 +59,7 @@ from ftpdiag.core.events import (
 )
 from ftpdiag.core.framing import LineSplitter, OverlongLine, line_text
 from ftpdiag.core.ftps import FTPS
+from ftpdiag.core.gateway import Gateway
 from ftpdiag.core.messages import (
     REDACTED,
     SECRET_VERBS,
@@ -88,6 +90,7 @@ class Gate(Enum):
 
     CLOSED = "closed"  # the session is over
     UPSTREAM_TLS = "upstream TLS"  # the proxy sets up TLS with the server on its own
+    ROUTING = "routing"  # the gateway resolves and dials the server the client chose
     LISTENING = "listening"  # the proxy's data listeners are being bound
     DIALLING = "dialling"  # a transfer command waits for the dial to the server's port
 
@@ -134,6 +137,7 @@ class Session:
         self.out = Outbox()
         self.pairing = Pairing(self.out, clock, self.started)
         self.ftps = FTPS(config, self.out, self.pairing, self)
+        self.gateway = Gateway(config, self.out, self.ends) if config.route_by_user else None
         self.data = DataSetups(config, self.ends, self.out, self.pairing, self)
         self.transfers = Transfers(config, self.out, self.pairing, clock, self.data.forget)
         self._client_lines = LineSplitter(config.max_line)
@@ -151,9 +155,11 @@ class Session:
         self.out.fact(
             "session.open",
             client=addr.show(ends.client),
-            upstream=addr.show(ends.upstream_target),
+            upstream="chosen at login" if self.gateway else addr.show(ends.upstream_target),
             upstream_mode=self.config.upstream_mode,
         )
+        if self.gateway is not None:
+            self.gateway.greet()
         return self.out.flush()
 
     def handle(self, event: Input) -> list[Output]:
@@ -198,6 +204,8 @@ class Session:
             return Gate.LISTENING
         if self.ftps.gate:
             return Gate.UPSTREAM_TLS
+        if self.gateway is not None and self.gateway.holding:
+            return Gate.ROUTING
         if self.closed:
             return Gate.CLOSED
         if self._queued and self.data.awaiting_dial(self._queued[0]):
@@ -221,8 +229,14 @@ class Session:
             self.out.emit(StartTimer(GREETING_TIMER, self.config.greeting_timeout))
         if self.config.idle_timeout > 0:
             self.out.emit(StartTimer(IDLE_TIMER, self.config.idle_timeout))
+        if self.gateway is not None:
+            line = self.gateway.connected()
+            self.pairing.send(parse_command(line), line)
 
     def _on_upstream_failed(self, ev: UpstreamFailed) -> None:
+        if self.gateway is not None and self.gateway.failed(ev):
+            self.drain_client_lines()
+            return
         target = addr.show(self.ends.upstream_target)
         self.out.fact("upstream.failed", kind=ev.kind, detail=ev.detail, upstream=target)
         self.out.proxy_reply(421, f"ftpdiag: cannot reach the server {target}: {ev.detail}.")
@@ -313,12 +327,21 @@ class Session:
                 self._queued.append(item)
         self.drain_client_lines()
 
+    def _on_host_resolved(self, ev: HostResolved) -> None:
+        if self.gateway is not None:
+            self.gateway.resolved(ev)
+            self.drain_client_lines()
+
     def _on_command(self, raw: bytes) -> None:
         command = parse_command(raw)
         self._counts.commands += 1
         self._last_command_at = self.clock()
         self.out.fact("command", verb=command.verb, arg=command.loggable_arg)
         verb = command.verb
+        if self.gateway is not None and self.gateway.command(command):
+            if verb == "QUIT":
+                self.close("client quit before login")
+            return
         if verb in PASSIVE_VERBS and command.arg.strip().upper() != "ALL":
             self.data.client_passive(command)
         elif verb in ACTIVE_VERBS:
@@ -474,7 +497,8 @@ class Session:
             if not reply.preliminary:
                 self.phase = Phase.OPEN
             self.out.emit(CancelTimer(GREETING_TIMER))
-            self.out.to_client(reply.raw)
+            if self.gateway is None or self.gateway.relays_greeting(reply.code):
+                self.out.to_client(reply.raw)
             if reply.code == 220:
                 self.ftps.begin_upstream_tls()
             return
@@ -532,6 +556,7 @@ class Session:
     _handlers: ClassVar[dict[type, Callable[[Session, Any], None]]] = {
         UpstreamConnected: _on_upstream_connected,
         UpstreamFailed: _on_upstream_failed,
+        HostResolved: _on_host_resolved,
         FromClient: _on_client_bytes,
         FromServer: _on_server_bytes,
         ControlClosed: _on_control_closed,

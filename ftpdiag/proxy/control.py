@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -31,14 +32,17 @@ from ftpdiag.core.events import (
     DataClosed,
     DataTally,
     DialData,
+    DialUpstream,
     Fact,
     FinishData,
     FromClient,
     FromServer,
     GoBlind,
+    HostResolved,
     Input,
     ListenData,
     Output,
+    ResolveHost,
     Shutdown,
     Side,
     StartTimer,
@@ -198,8 +202,21 @@ class ClientControl(ImmediateSender):
         self._execute(self.session.start())
         if settings.session.client_tls == "implicit":
             self._start_client_tls()
-        connecting = self.factory.connector.connect(settings.upstream, lambda: ServerControl(self))
+        if not settings.session.route_by_user:  # a gateway dials once the client has chosen
+            self._dial_upstream(settings.upstream)
+
+    def _dial_upstream(self, target: Address) -> None:
+        connecting = self.factory.connector.connect(target, lambda: ServerControl(self))
         connecting.addCallbacks(self._upstream_up, self._upstream_failed)
+
+    def _resolve(self, host: str) -> None:
+        """The gateway's look-up of the host a client chose, through the injectable resolver
+        (so that tests never perform a real DNS look-up)."""
+        resolving = defer.maybeDeferred(self.factory.connector.resolver, host)
+        resolving.addCallbacks(
+            lambda address: self.feed(HostResolved(host, str(address))),
+            lambda failure: self._upstream_failed(failure),
+        )
 
     def dataReceived(self, data: bytes) -> None:
         if self.blind:
@@ -317,6 +334,10 @@ class ClientControl(ImmediateSender):
                     self.server.start_tls()
             elif isinstance(out, GoBlind):
                 self.blind = True
+            elif isinstance(out, ResolveHost):
+                self._resolve(out.host)
+            elif isinstance(out, DialUpstream):
+                self._dial_upstream(out.address)
             else:
                 raise TypeError(f"the glue cannot carry out {type(out).__name__}")
         for fact in facts:
