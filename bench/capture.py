@@ -164,10 +164,10 @@ def section(rows: list[list[str]], command: str, notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(output: Path, text: str) -> None:
-    """Replace this bench's section of the report (or append it); keep the rest."""
+def write_section(output: Path, text: str, title: str = SECTION) -> None:
+    """Replace the section headed ``title`` of the report (or append it); keep the rest."""
     old = output.read_text("utf-8") if output.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(re.escape(title) + r".*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(old):
         new = pattern.sub(lambda _: text + "\n", old, count=1)
     else:

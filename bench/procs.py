@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,14 +338,17 @@ class Proxy:
         stop_group(self.proc)
 
 
-def start_ftpdiag(upstream: Server, workdir: Path, tag: str) -> Proxy:
-    """``python -m ftpdiag proxy`` with JSON logging to a file, as a subprocess."""
+def start_ftpdiag(
+    upstream: Server, workdir: Path, tag: str, extra: Sequence[str] = ()
+) -> Proxy:
+    """``python -m ftpdiag proxy`` with JSON logging to a file, as a subprocess (``extra``:
+    more options, e.g. ``--metrics``)."""
     log = workdir / f"ftpdiag-{upstream.name}-{tag}.jsonl"
     log.unlink(missing_ok=True)
     out = (workdir / f"ftpdiag-{upstream.name}-{tag}.stderr").open("ab")
     cmd = [sys.executable, "-m", "ftpdiag", "proxy", "--listen", f"{HOST}:0",
            "--upstream", f"{upstream.host}:{upstream.port}", "--log-file", str(log),
-           "--log-format", "json", "-q"]
+           "--log-format", "json", "-q", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                             start_new_session=True, preexec_fn=raise_nofile)
     out.close()

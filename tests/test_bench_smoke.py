@@ -46,3 +46,20 @@ def test_bench_capture_quick(tmp_path: Path) -> None:
     assert "## Command\n\nkept\n" in text
     assert "| loopback, 64 KiB segments: RETR 4 MiB |" in text
     assert text.count("## Packet captures") == 1
+
+
+@pytest.mark.timeout(90)
+def test_bench_metrics_quick(tmp_path: Path) -> None:
+    """`python -m bench.metrics` measures NOOPs through ftpdiag with and without a scraper of
+    its --metrics endpoint, scrapes it for real, and writes only its own section."""
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\n## Command\n\nkept\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.metrics", "--noops", "400", "--runs", "1",
+         "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=80, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = out.read_text()
+    assert "## Command\n\nkept\n" in text and text.count("## Metrics scraping") == 1
+    assert "(0 scrapes)" not in text and "| ratio scraped / quiet |" in text
