@@ -109,7 +109,7 @@ def _run(cmd: list[str], stdin: str | None = None) -> str:
 
 def _normalise(text: str, port: int, tmp: str) -> str:
     """Fixed paths and control port (the servers' passive ports still vary from run to run)."""
-    text = text.replace(tmp, "/home/me")
+    text = text.replace(tmp, "/srv/ftp")
     text = re.sub(r'File "/[^"]*/(ftplib|socket)\.py"', r'File "/usr/lib/python3/\1.py"', text)
     return re.sub(rf"\b{port}\b", PORT, text)
 
