@@ -101,6 +101,11 @@ def _listen_arg(text: str) -> tuple[str, int]:
     return host, port
 
 
+def _metrics_arg(text: str) -> tuple[str, int]:
+    """``PORT`` alone binds to loopback: metrics reveal who uses the proxy."""
+    return _listen_arg(f"127.0.0.1:{text}" if text.isdigit() else text)
+
+
 def _upstream_arg(text: str) -> tuple[str, int]:
     return parse_hostport(text, default_port=21)
 
@@ -257,7 +262,7 @@ def _add_proxy(sub: Any) -> None:
         "--session-log-dir", type=Path, metavar="DIR", help=label("help.session_log_dir")
     )
     gateway.add_argument(
-        "--metrics", type=_listen_arg, metavar="HOST:PORT", help=label("help.metrics")
+        "--metrics", type=_metrics_arg, metavar="[HOST:]PORT", help=label("help.metrics")
     )
     tls = p.add_argument_group(label("help.tls_group"))
     tls.add_argument(
