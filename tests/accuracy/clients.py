@@ -75,20 +75,26 @@ def _run(cmd: list[str], job: Job, stdin: str | None = None) -> str:
 
 
 # ---- Python clients --------------------------------------------------------------------------
+def ftplib_operations(ftp: ftplib.FTP, job: Job) -> None:
+    """What every ftplib client of the matrix does once logged in: list, download, upload,
+    quit; then the bytes are checked on both sides."""
+    ftp.retrlines("LIST", lambda _: None)
+    out = io.BytesIO()
+    ftp.retrbinary("RETR data.bin", out.write)
+    (job.work / "out.bin").write_bytes(out.getvalue())
+    ftp.storbinary("STOR up-ftplib.bin", io.BytesIO(UPLOAD))
+    ftp.quit()
+    job.check_download(job.work / "out.bin")
+    job.check_upload("up-ftplib.bin", UPLOAD)
+
+
 def ftplib_client(passive: bool) -> Callable[[Job], None]:
     def run(job: Job) -> None:
         ftp = ftplib.FTP(timeout=10)
         ftp.connect(job.host, job.port)
         ftp.login(job.user, job.password)
         ftp.set_pasv(passive)
-        ftp.retrlines("LIST", lambda _: None)
-        out = io.BytesIO()
-        ftp.retrbinary("RETR data.bin", out.write)
-        (job.work / "out.bin").write_bytes(out.getvalue())
-        ftp.storbinary("STOR up-ftplib.bin", io.BytesIO(UPLOAD))
-        ftp.quit()
-        job.check_download(job.work / "out.bin")
-        job.check_upload("up-ftplib.bin", UPLOAD)
+        ftplib_operations(ftp, job)
 
     return run
 

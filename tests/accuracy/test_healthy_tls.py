@@ -4,7 +4,6 @@ Pure-FTPd with TLS required, through the intercepting proxy."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from ftpdiag.certs import KeyPair, ensure_ca, mint_leaf
 from ftpdiag.proxy.tls import ClientFacingTLS, ProxyTLS, UpstreamTLS
 from ftpdiag.testing import ProxyHandle
-from tests.accuracy.clients import UPLOAD, Job, _run, tool
+from tests.accuracy.clients import UPLOAD, Job, _run, ftplib_operations, tool
 from tests.accuracy.conftest import TALLY, alarms, sessions, transcript
 from tests.interop.servers import (
     FTPServer,
@@ -54,14 +53,7 @@ def ftplib_tls(job: Job, ca: tuple[KeyPair, KeyPair]) -> None:
     ftp.auth()
     ftp.login(job.user, job.password)
     ftp.prot_p()
-    ftp.retrlines("LIST", lambda _: None)
-    out = io.BytesIO()
-    ftp.retrbinary("RETR data.bin", out.write)
-    (job.work / "out.bin").write_bytes(out.getvalue())
-    ftp.storbinary("STOR up-ftplib.bin", io.BytesIO(UPLOAD))
-    ftp.quit()
-    job.check_download(job.work / "out.bin")
-    job.check_upload("up-ftplib.bin", UPLOAD)
+    ftplib_operations(ftp, job)
 
 
 def curl_tls(job: Job, ca: tuple[KeyPair, KeyPair]) -> None:
