@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from collections.abc import Iterator
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +92,6 @@ def read_records(paths: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-@cache
-def _labels(lang: str) -> dict[str, str]:
-    """The words around the diagnoses, from ``importers/labels.toml``."""
-    text = resources.files("ftpdiag.importers").joinpath("labels.toml").read_text("utf-8")
-    table: dict[str, str] = tomllib.loads(text)[lang]
-    return table
-
-
 def _line_of(record: dict[str, Any]) -> str | None:
     """A record as the log line a reader recognises (for the Markdown evidence)."""
     event = record["event"]
@@ -119,10 +108,9 @@ def _line_of(record: dict[str, Any]) -> str | None:
 def markdown(results: list[dict[str, Any]], name: str, source: str, lang: str = "en") -> str:
     """A block to paste back into a forum thread: per session, the root cause, the log lines
     that show it and the fix."""
-    words = _labels(lang)
     trail: dict[str, list[str]] = {}
     shown: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
-    parts = [words["markdown_head"].format(source=source, format=name), ""]
+    parts = [label("analyze.markdown_head", lang, source=source, format=name), ""]
     for record in results:
         sid = record.get("session", "-")
         line = _line_of(record)
@@ -134,15 +122,15 @@ def markdown(results: list[dict[str, Any]], name: str, source: str, lang: str = 
         elif record["event"] == "session.summary":
             cause = record.get("root_cause")
             if not cause:
-                parts += [words["no_problem"].format(session=sid), ""]
+                parts += [label("analyze.no_problem", lang, session=sid), ""]
                 continue
             diagnosis, evidence = shown.get((sid, cause["rule"]), ({}, []))
-            title = f"### {words['session'].format(session=sid)}: {cause['title']}"
+            title = f"### {label('analyze.session', lang, session=sid)}: {cause['title']}"
             parts += [title, "", str(cause["explanation"]), ""]
             if evidence:
-                parts += [words["evidence"], "", "```", *evidence, "```", ""]
+                parts += [label("analyze.evidence", lang), "", "```", *evidence, "```", ""]
             if diagnosis.get("remedy"):
-                parts += [f"{words['fix']} {diagnosis['remedy']}", ""]
+                parts += [f"{label('analyze.fix', lang)} {diagnosis['remedy']}", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -194,14 +182,18 @@ def _analyze_one(path: str, args: argparse.Namespace) -> int:
     elif args.format == "markdown":
         print(markdown(results, fmt.name, source, lang), end="")
     else:
-        words = _labels(lang)
         if not own_log:
-            header = words["read_as"].format(
-                source=source, format=fmt.name, description=fmt.description, sessions=len(sessions)
+            header = label(
+                "analyze.read_as",
+                lang,
+                source=source,
+                format=fmt.name,
+                description=fmt.description,
+                sessions=len(sessions),
             )
             print(f"---- {header}")
         render = ConsoleRenderer(color=sys.stdout.isatty(), verbose=True, lang=lang)
-        unknown = words["unknown_peer"]
+        unknown = label("analyze.unknown_peer", lang)
         for result in results:
             if result["event"] == "session.open":  # a log that does not name the peers
                 result = {**result, "client": result.get("client") or unknown}
