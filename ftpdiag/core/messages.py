@@ -27,6 +27,12 @@ def redact_secrets(text: str) -> str:
     free text that may quote input (an exception's message, a pasted log), where the
     structured redaction of ``Command`` cannot reach."""
     text = _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return redact_url_passwords(text)
+
+
+def redact_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL's user information (ftp://user:secret@host)
+    replaced by ``****``."""
     return _SECRET_IN_URL.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
 
 

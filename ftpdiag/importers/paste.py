@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import textwrap
 
+from ftpdiag.core.messages import redact_url_passwords
+
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # The prompt of the shell that ran the client ("$ ", "user@host:~$ ", "C:\\Users\\a>", "PS C:\\>"):
 # dropped, the command it ran kept (it may name the server).
@@ -27,7 +29,6 @@ _PASS = re.compile(
     r"(?!\*+\s*$)(\S.*?)(['\"]?\s*)$",
     re.M,
 )
-_URL_SECRET = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)", re.I)
 _USER_OPTION = re.compile(
     r"((?:^|\s)(?:-u|--user|--proxy-user|-U)[ \t]+['\"]?[^\s:,'\"]*[:,])([^\s'\"]+)", re.M
 )
@@ -56,7 +57,7 @@ def _redact_line(line: str) -> str:
     if "PASS" in line or "ACCT" in line:
         line = _PASS.sub(lambda m: f"{m[1]}{m[2]}{m[3]}{SECRET}{m[5]}", line)
     if "://" in line:
-        line = _URL_SECRET.sub(lambda m: f"{m[1]}{SECRET}{m[3]}", line)
+        line = redact_url_passwords(line)
     if "-u" in line or "-U" in line:
         line = _USER_OPTION.sub(lambda m: f"{m[1]}{SECRET}", line)
     if ".login(" in line:
